@@ -1,0 +1,37 @@
+// The whole daemon configuration: every module's section, loaded and validated in one place.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agentd/api/auth.hpp"
+#include "agentd/core/config.hpp"
+#include "agentd/core/log.hpp"
+#include "agentd/net/server.hpp"
+
+namespace agentd::app {
+
+struct StoreConfig {
+  std::string data_dir = "./data";  // tokens, SQLite, blobs
+};
+
+struct Config {
+  net::ServerConfig server;
+  std::vector<api::Client> clients;
+  core::LogConfig log;
+  StoreConfig store;
+};
+
+// The shipped config/agentd.yaml, compiled in: what agentd runs on without -c.
+std::string_view embedded_config();
+
+// Validates a loaded document (after substitution and overrides); throws ConfigError.
+Config parse_config(const YAML::Node& root);
+
+// Reads `file` (or the embedded defaults when empty), applies `--set` overrides, substitutes
+// the environment, validates. Throws ConfigError naming the key.
+Config load_config(const std::string& file, const std::vector<std::string>& overrides,
+                   const core::EnvLookup& env);
+
+}  // namespace agentd::app

@@ -1,0 +1,159 @@
+// agentd: command line, configuration, wiring of every module, signals.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+#include "agentd/api/api.hpp"
+#include "agentd/app/config.hpp"
+#include "agentd/app/tokens.hpp"
+#include "agentd/core/log.hpp"
+#include "agentd/core/runtime.hpp"
+#include "agentd/net/server.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace agentd;
+
+constexpr const char* kUsage =
+    "usage: agentd [-c FILE] [--set key.path=value]...\n"
+    "       agentd --check-config FILE [--set key.path=value]...\n"
+    "       agentd --version | --help\n"
+    "\n"
+    "  -c, --config FILE      configuration file (default: the embedded config/agentd.yaml)\n"
+    "  --set key.path=value   override one key, e.g. --set server.listen=127.0.0.1:0\n"
+    "  --check-config FILE    validate FILE (with overrides and the environment); exit 0 or 2\n"
+    "\n"
+    "Signals: SIGTERM/SIGINT shut down gracefully (twice: at once); SIGHUP reopens the log file.\n";
+
+struct Args {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool check = false;
+};
+
+// Exit codes: 0 ok, 1 runtime failure (bind, I/O), 2 usage or configuration error.
+int run(const Args& args) {
+  app::Config config;
+  try {
+    config = app::load_config(args.config, args.overrides, core::process_env());
+  } catch (const ConfigError& e) {
+    std::cerr << "agentd: configuration error: " << e.what() << "\n";
+    return 2;
+  }
+  if (args.check) {
+    std::cout << (args.config.empty() ? "<embedded config>" : args.config) << ": OK\n";
+    return 0;
+  }
+
+  try {
+    core::init_logging(config.log);
+  } catch (const std::exception& e) {
+    std::cerr << "agentd: cannot open log: " << e.what() << "\n";
+    return 1;
+  }
+  try {
+    std::filesystem::create_directories(config.store.data_dir);
+    app::ensure_tokens(config.clients, config.store.data_dir, std::cout);
+  } catch (const std::exception& e) {
+    std::cerr << "agentd: " << e.what() << "\n";
+    return 1;
+  }
+  if (config.clients.empty()) {
+    spdlog::warn("no clients configured: every route but /healthz will answer 401");
+  }
+
+  asio::io_context io(1);
+  core::Registry metrics;
+  metrics.gauge("agentd_build_info", "Build information", {{"version", AGENTD_VERSION}}).set(1);
+  core::start_loop_lag_monitor(io, metrics, std::chrono::milliseconds(250));
+
+  api::Api api(config.clients, config.server.cors, metrics);
+  bool stopping = false;
+  api.add_readiness_check("server", [&stopping]() -> api::ReadyState {
+    if (stopping) return {false, "shutting down"};
+    return {true, "accepting connections"};
+  });
+  api.add_readiness_check("store", [&config]() -> api::ReadyState {
+    return {true, "embedded (data dir " + config.store.data_dir + ")"};
+  });
+
+  auto server = net::make_http_server(io, config.server, api.handler(), metrics);
+  try {
+    for (const auto& ep : server->start()) {
+      std::cout << "agentd listening on " << ep.url() << "\n";
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "agentd: " << e.what() << "\n";
+    return 1;
+  }
+  std::cout.flush();
+  spdlog::info("agentd {} started", AGENTD_VERSION);
+
+  asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGHUP) {
+          core::reopen_logs();
+        } else if (!stopping) {
+          stopping = true;
+          spdlog::info("signal {}: shutting down (grace {}ms)", sig,
+                       config.server.shutdown_grace.count());
+          server->shutdown(config.server.shutdown_grace, [&io] { io.stop(); });
+        } else {
+          spdlog::warn("second signal {}: stopping now", sig);
+          io.stop();
+          return;
+        }
+        signals.async_wait(on_signal);
+      };
+  signals.async_wait(on_signal);
+
+  io.run();
+  spdlog::info("agentd stopped");
+  spdlog::default_logger()->flush();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* what) -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "agentd: " << a << " needs " << what << "\n" << kUsage;
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "-c" || a == "--config") {
+      args.config = value("a file");
+    } else if (a.starts_with("--config=")) {
+      args.config = a.substr(9);
+    } else if (a == "--set") {
+      args.overrides.push_back(value("key.path=value"));
+    } else if (a.starts_with("--set=")) {
+      args.overrides.push_back(a.substr(6));
+    } else if (a == "--check-config") {
+      args.check = true;
+      args.config = value("a file");
+    } else if (a == "--version") {
+      std::cout << "agentd " << AGENTD_VERSION << "\n";
+      return 0;
+    } else if (a == "-h" || a == "--help") {
+      std::cout << kUsage;
+      return 0;
+    } else {
+      std::cerr << "agentd: unknown argument \"" << a << "\"\n" << kUsage;
+      return 2;
+    }
+  }
+  return run(args);
+}

@@ -1,0 +1,530 @@
+// The HTTP/1.1 server on Beast: one coroutine per connection, a deadline on every read and
+// write, TLS when configured, SSE streaming, staged graceful shutdown. This is the one
+// translation unit that instantiates Beast's I/O templates.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <spdlog/spdlog.h>
+
+#include <set>
+#include <sys/socket.h>
+
+#include "agentd/core/runtime.hpp"
+#include "agentd/net/server.hpp"
+#include "agentd/net/sse.hpp"
+#include "request_conv.hpp"
+
+namespace agentd::net {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using asio::use_awaitable;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// Per-connection state the server sees, for shutdown.
+struct Conn {
+  std::function<void()> close;
+  bool busy = false;
+  std::shared_ptr<SseStream> sse;
+};
+
+std::string method_label(std::string_view m) {
+  static constexpr std::string_view kKnown[] = {"GET", "POST", "PUT", "DELETE", "PATCH",
+                                                "HEAD", "OPTIONS"};
+  for (auto k : kKnown) {
+    if (k == m) return std::string(m);
+  }
+  return "other";
+}
+
+class ServerImpl final : public HttpServer {
+ public:
+  ServerImpl(asio::io_context& io, ServerConfig config, Handler handler, core::Registry& m)
+      : io_(io),
+        config_(std::move(config)),
+        handler_(std::move(handler)),
+        registry_(m),
+        grace_timer_(io),
+        open_(m.gauge("agentd_http_connections_open", "Open client connections")),
+        accepted_(m.counter("agentd_http_connections_accepted_total", "Accepted connections")),
+        rejected_(m.counter("agentd_http_connections_rejected_total",
+                            "Connections refused because max_connections was reached")),
+        sse_clients_(m.gauge("agentd_sse_clients", "Open event streams")),
+        slow_readers_(m.counter("agentd_sse_slow_reader_disconnects_total",
+                                "Event streams closed because the client stopped reading")),
+        timeouts_(m.counter("agentd_http_timeouts_total",
+                            "Connections closed by a read, idle or write deadline")) {}
+
+  std::vector<Endpoint> start() override {
+    bool any_tls = false;
+    for (auto& l : config_.listeners) any_tls = any_tls || l.tls;
+    if (any_tls) setup_tls();
+    std::vector<Endpoint> out;
+    for (auto& l : config_.listeners) {
+      auto acc = std::make_unique<tcp::acceptor>(io_);
+      boost::system::error_code ec;
+      auto addr = asio::ip::make_address(l.host, ec);
+      tcp::endpoint ep(addr, l.port);
+      std::string where = Endpoint{l.tls ? "https" : "http", l.host, l.port}.url();
+      if (!ec) acc->open(ep.protocol(), ec);
+      if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec) acc->bind(ep, ec);
+      if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
+      auto local = acc->local_endpoint();
+      out.push_back({l.tls ? "https" : "http", local.address().to_string(), local.port()});
+      asio::co_spawn(io_, accept_loop(*acc, l.tls), [](std::exception_ptr e) {
+        if (e) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            spdlog::error("accept loop failed: {}", ex.what());
+          }
+        }
+      });
+      acceptors_.push_back(std::move(acc));
+    }
+    return out;
+  }
+
+  void shutdown(milliseconds grace, std::function<void()> done) override {
+    if (stopping_) return;
+    stopping_ = true;
+    done_ = std::move(done);
+    for (auto& a : acceptors_) {
+      boost::system::error_code ec;
+      a->close(ec);
+    }
+    spdlog::info("shutting down: {} connection(s) open, grace {}ms", conns_.size(), grace.count());
+    for (auto* c : std::vector<Conn*>(conns_.begin(), conns_.end())) {
+      if (c->sse) c->sse->close(SseStream::State::shutdown);
+      if (!c->busy) c->close();
+    }
+    grace_timer_.expires_after(grace);
+    grace_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      if (!conns_.empty()) {
+        spdlog::warn("shutdown grace over: closing {} connection(s) still busy", conns_.size());
+      }
+      for (auto* c : std::vector<Conn*>(conns_.begin(), conns_.end())) c->close();
+    });
+    maybe_done();
+  }
+
+  std::size_t connections() const noexcept override { return conns_.size(); }
+
+ private:
+  void setup_tls() {
+    if (!config_.tls) throw std::runtime_error("server.tls: an https listener needs cert and key");
+    ssl_ = std::make_unique<ssl::context>(ssl::context::tls_server);
+    auto opts = ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                ssl::context::single_dh_use;
+    if (config_.tls->min_version == "1.3") opts |= ssl::context::no_tlsv1_2;
+    ssl_->set_options(opts);
+    boost::system::error_code ec;
+    ssl_->use_certificate_chain_file(config_.tls->cert_file, ec);
+    if (ec) {
+      throw std::runtime_error("server.tls.cert: cannot load " + config_.tls->cert_file + ": " +
+                               ec.message());
+    }
+    ssl_->use_private_key_file(config_.tls->key_file, ssl::context::pem, ec);
+    if (ec) {
+      throw std::runtime_error("server.tls.key: cannot load " + config_.tls->key_file + ": " +
+                               ec.message());
+    }
+  }
+
+  void maybe_done() {
+    if (stopping_ && conns_.empty() && done_) {
+      grace_timer_.cancel();
+      auto done = std::move(done_);
+      done_ = nullptr;
+      asio::post(io_, std::move(done));
+    }
+  }
+
+  asio::awaitable<void> accept_loop(tcp::acceptor& acc, bool tls) {
+    for (;;) {
+      auto [ec, sock] = co_await acc.async_accept(kTuple);
+      if (stopping_ || ec == asio::error::operation_aborted) co_return;
+      if (ec) {
+        spdlog::warn("accept failed: {}", ec.message());
+        asio::steady_timer t(io_, std::chrono::milliseconds(50));  // e.g. out of descriptors
+        co_await t.async_wait(kTuple);
+        continue;
+      }
+      if (conns_.size() >= config_.max_connections) {
+        rejected_.inc();
+        reject(std::move(sock), tls);
+        continue;
+      }
+      accepted_.inc();
+      boost::system::error_code ignored;
+      sock.set_option(tcp::no_delay(true), ignored);
+      asio::co_spawn(io_, session(std::move(sock), tls), [](std::exception_ptr e) {
+        if (e) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            spdlog::error("connection failed: {}", ex.what());
+          }
+        }
+      });
+    }
+  }
+
+  // Over the connection limit: a plain client gets a short 503; a TLS client is closed.
+  static void reject(tcp::socket sock, bool tls) {
+    if (!tls) {
+      static const std::string kBusy = [] {
+        auto body = Response::error(503, "too many open connections", {}, "too_many_connections").body;
+        return "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+               "connection: close\r\ncontent-length: " + std::to_string(body.size()) +
+               "\r\n\r\n" + body;
+      }();
+      // A fresh socket's send buffer takes this at once; never block the loop on it.
+      (void)::send(sock.native_handle(), kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    boost::system::error_code ec;
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+    sock.close(ec);
+  }
+
+  asio::awaitable<void> session(tcp::socket sock, bool tls) {
+    auto remote = [&] {
+      boost::system::error_code ec;
+      auto ep = sock.remote_endpoint(ec);
+      return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+    }();
+    Conn conn;
+    conns_.insert(&conn);
+    open_.inc();
+    struct Unregister {
+      ServerImpl* self;
+      Conn* conn;
+      ~Unregister() {
+        self->conns_.erase(conn);
+        self->open_.dec();
+        self->maybe_done();
+      }
+    } unregister{this, &conn};
+
+    if (tls) {
+      TlsStream stream(std::move(sock), *ssl_);
+      conn.close = [&stream] { beast::get_lowest_layer(stream).close(); };
+      beast::get_lowest_layer(stream).expires_after(config_.header_timeout);
+      auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, kTuple);
+      if (ec) {
+        spdlog::debug("TLS handshake with {} failed: {}", remote, ec.message());
+        co_return;
+      }
+      bool clean = co_await serve(stream, conn, remote, true);
+      if (clean) {
+        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+        co_await stream.async_shutdown(kTuple);
+      }
+    } else {
+      PlainStream stream(std::move(sock));
+      conn.close = [&stream] { stream.close(); };
+      bool clean = co_await serve(stream, conn, remote, false);
+      if (clean) {
+        boost::system::error_code ec;
+        stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      }
+    }
+  }
+
+  template <class Stream>
+  asio::awaitable<void> write_error(Stream& stream, int status, std::string message,
+                                    const std::string& rid, std::string code = {}) {
+    Response r = Response::error(status, std::move(message), {}, std::move(code));
+    r.close = true;
+    if (!co_await write_response(stream, r, rid, false, false)) co_return;
+    // Lingering close: stop sending, then read and drop what the client still sends for a
+    // moment, so closing with unread data does not reset the connection before it reads this.
+    auto& lowest = beast::get_lowest_layer(stream);
+    boost::system::error_code ec;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest.expires_after(std::chrono::seconds(1));
+    std::size_t drained = 0;
+    std::vector<char> sink(16384);
+    while (drained < 4 * 1024 * 1024) {
+      auto [rec, n] = co_await lowest.async_read_some(asio::buffer(sink), kTuple);
+      if (rec) break;
+      drained += n;
+    }
+  }
+
+  template <class Stream>
+  asio::awaitable<bool> write_response(Stream& stream, Response& r, const std::string& rid,
+                                       bool keep_alive, bool head) {
+    http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
+    for (const auto& h : r.headers) res.insert(h.name, h.value);
+    res.set("x-request-id", rid);
+    res.body() = std::move(r.body);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    if (head) res.body().clear();
+    beast::get_lowest_layer(stream).expires_after(config_.write_timeout);
+    auto [ec, n] = co_await http::async_write(stream, res, kTuple);
+    if (ec == beast::error::timeout) timeouts_.inc();
+    co_return !ec;
+  }
+
+  // Serves requests until the connection ends; true when it ended cleanly.
+  template <class Stream>
+  asio::awaitable<bool> serve(Stream& stream, Conn& conn, const std::string& remote, bool tls) {
+    auto& lowest = beast::get_lowest_layer(stream);
+    beast::flat_buffer buffer(static_cast<std::size_t>(config_.max_header_bytes) + 65536);
+    std::size_t served = 0;
+    for (;;) {
+      conn.busy = false;
+      if (stopping_) co_return true;
+      if (buffer.size() == 0) {
+        // Waiting for the next request: the idle deadline (the header deadline for the first).
+        lowest.expires_after(served == 0 ? config_.header_timeout : config_.idle_timeout);
+        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+        if (ec) {
+          if (ec == beast::error::timeout) timeouts_.inc();
+          co_return false;
+        }
+        buffer.commit(n);
+      }
+      conn.busy = true;
+      auto started = std::chrono::steady_clock::now();
+
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
+      parser.body_limit(config_.max_body_bytes);
+      lowest.expires_after(config_.header_timeout);
+      auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
+      if (hec) {
+        co_await on_read_error(stream, hec, remote);
+        co_return false;
+      }
+      std::string early_rid = new_request_id();
+      if (iequals(parser.get()[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> cont{http::status::continue_, 11};
+        lowest.expires_after(config_.write_timeout);
+        auto [cec, cn] = co_await http::async_write(stream, cont, kTuple);
+        if (cec) co_return false;
+      }
+      if (!parser.is_done()) {
+        lowest.expires_after(config_.body_timeout);
+        auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
+        if (bec) {
+          co_await on_read_error(stream, bec, remote);
+          co_return false;
+        }
+      }
+
+      bool client_keep_alive = parser.get().keep_alive();
+      Request req;
+      req.remote = remote;
+      req.tls = tls;
+      if (auto bad = detail::fill_request(req, parser.release())) {
+        co_await write_error(stream, 400, *bad, req.request_id.empty() ? early_rid : req.request_id);
+        co_return false;
+      }
+      bool head = req.method == "HEAD";
+      ++served;
+
+      Response res;
+      try {
+        auto r = co_await core::with_timeout(handler_(req), config_.handler_timeout);
+        if (r) {
+          res = std::move(*r);
+        } else {
+          res = Response::error(504, "the request was not answered within " +
+                                         std::to_string(config_.handler_timeout.count()) + "ms");
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("rid={} unhandled error in {} {}: {}", req.request_id, req.method, req.path,
+                      e.what());
+        res = Response::error(500, "internal error (request id " + req.request_id + ")");
+      }
+
+      bool keep = client_keep_alive && !res.close && !stopping_ &&
+                  (config_.max_requests_per_connection == 0 ||
+                   served < config_.max_requests_per_connection);
+      bool ok;
+      std::size_t bytes = res.body.size();
+      int status = res.status;
+      if (res.sse && !head) {
+        ok = co_await stream_events(stream, conn, req, res);
+        keep = keep && ok;
+      } else {
+        ok = co_await write_response(stream, res, req.request_id, keep, head);
+      }
+      record(req, res.route, status, bytes, started);
+      if (!ok || !keep) co_return ok;
+    }
+  }
+
+  template <class Stream>
+  asio::awaitable<void> on_read_error(Stream& stream, boost::system::error_code ec,
+                                      const std::string& remote) {
+    std::string rid = new_request_id();
+    if (ec == http::error::header_limit) {
+      co_await write_error(stream, 431,
+                           "request headers exceed " + std::to_string(config_.max_header_bytes) +
+                               " bytes",
+                           rid);
+    } else if (ec == http::error::body_limit) {
+      co_await write_error(stream, 413,
+                           "request body exceeds " + std::to_string(config_.max_body_bytes) +
+                               " bytes",
+                           rid);
+    } else if (ec == beast::error::timeout) {
+      timeouts_.inc();
+      spdlog::debug("closing {}: request not received in time", remote);
+    } else if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+               ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+               ec == http::error::partial_message) {
+      // The peer went away.
+    } else if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
+      co_await write_error(stream, 400, "malformed HTTP request: " + ec.message(), rid);
+    } else {
+      spdlog::debug("closing {}: {}", remote, ec.message());
+    }
+  }
+
+  template <class Stream>
+  asio::awaitable<bool> stream_events(Stream& stream, Conn& conn, Request& req, Response& res) {
+    auto& lowest = beast::get_lowest_layer(stream);
+    http::response<http::empty_body> head{http::status::ok, 11};
+    for (const auto& h : res.headers) head.insert(h.name, h.value);
+    head.set(http::field::content_type, "text/event-stream");
+    head.set(http::field::cache_control, "no-cache");
+    head.set("x-accel-buffering", "no");
+    head.set("x-request-id", req.request_id);
+    head.chunked(true);
+    http::response_serializer<http::empty_body> sr{head};
+    lowest.expires_after(config_.write_timeout);
+    auto [hec, hn] = co_await http::async_write_header(stream, sr, kTuple);
+    if (hec) co_return false;
+
+    auto sse = std::make_shared<SseStream>(co_await asio::this_coro::executor,
+                                           config_.sse_max_queued);
+    conn.sse = sse;
+    sse_clients_.inc();
+    // An overflowing queue means the client stopped reading: drop it now rather than wait
+    // for the blocked write's deadline.
+    auto alive = std::make_shared<bool>(true);
+    sse->on_close([alive, &conn](SseStream::State why) {
+      if (*alive && why == SseStream::State::overflow) conn.close();
+    });
+    if (stopping_) sse->close(SseStream::State::shutdown);
+    asio::co_spawn(io_, run_producer(std::move(res.sse), sse, req.request_id),
+                   asio::detached);
+
+    bool ok = true;
+    while (ok) {
+      auto ev = co_await sse->next(config_.sse_keepalive);
+      std::string text;
+      if (ev) {
+        text = format_sse(*ev);
+      } else if (sse->ended()) {
+        break;
+      } else {
+        text = format_sse_comment("keepalive");
+      }
+      lowest.expires_after(config_.write_timeout);
+      auto [ec, n] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(text)),
+                                                kTuple);
+      if (ec) {
+        ok = false;
+        if (ec == beast::error::timeout) {
+          slow_readers_.inc();
+          sse->close(SseStream::State::overflow);
+        } else {
+          sse->close(SseStream::State::client_gone);
+        }
+      }
+    }
+    auto why = sse->state();
+    if (why == SseStream::State::overflow) {
+      if (ok) slow_readers_.inc();
+      spdlog::warn("rid={} event stream closed: the client stopped reading", req.request_id);
+      ok = false;
+    }
+    *alive = false;
+    sse_clients_.dec();
+    conn.sse.reset();
+    if (!ok) co_return false;
+    lowest.expires_after(config_.write_timeout);
+    auto [ec, n] = co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
+    co_return !ec && why == SseStream::State::finished;
+  }
+
+  static asio::awaitable<void> run_producer(SseProducer producer, std::shared_ptr<SseStream> s,
+                                            std::string rid) {
+    try {
+      co_await producer(s);
+    } catch (const std::exception& e) {
+      spdlog::error("rid={} event producer failed: {}", rid, e.what());
+    }
+    s->finish();
+  }
+
+  void record(const Request& req, const std::string& route, int status, std::size_t bytes,
+              std::chrono::steady_clock::time_point started) {
+    auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started);
+    std::string r = route.empty() ? "unmatched" : route;
+    registry_
+        .counter("agentd_http_requests_total", "HTTP requests by route, method and status",
+                 {{"route", r}, {"method", method_label(req.method)},
+                  {"status", std::to_string(status)}})
+        .inc();
+    registry_
+        .histogram("agentd_http_request_duration_seconds", "Time to answer, by route",
+                   core::latency_buckets(), {{"route", r}})
+        .observe(elapsed.count());
+    if (!config_.access_log) return;
+    spdlog::info("rid={} {} {} {} {}B {:.3f}ms client={} peer={}", req.request_id, req.method,
+                 req.path, status, bytes, elapsed.count() * 1000,
+                 req.client.empty() ? "-" : req.client, req.remote);
+  }
+
+  asio::io_context& io_;
+  ServerConfig config_;
+  Handler handler_;
+  core::Registry& registry_;
+  std::unique_ptr<ssl::context> ssl_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::set<Conn*> conns_;
+  bool stopping_ = false;
+  std::function<void()> done_;
+  asio::steady_timer grace_timer_;
+  core::Gauge& open_;
+  core::Counter& accepted_;
+  core::Counter& rejected_;
+  core::Gauge& sse_clients_;
+  core::Counter& slow_readers_;
+  core::Counter& timeouts_;
+};
+
+}  // namespace
+
+std::unique_ptr<HttpServer> make_http_server(boost::asio::io_context& io, ServerConfig config,
+                                             Handler handler, core::Registry& metrics) {
+  return std::make_unique<ServerImpl>(io, std::move(config), std::move(handler), metrics);
+}
+
+}  // namespace agentd::net
