@@ -278,22 +278,35 @@ std::string substitute_scalar(const std::string& in, const EnvLookup& env,
   return out;
 }
 
-void substitute_walk(YAML::Node node, const EnvLookup& env, const std::string& path) {
+// Aliases share nodes, so a small document can stand for an exponential tree: cap the walk.
+constexpr std::size_t kMaxNodes = 200'000;
+
+void substitute_walk(YAML::Node node, const EnvLookup& env, const std::string& path,
+                     std::size_t& visited) {
+  if (++visited > kMaxNodes) {
+    throw ConfigError(path, "the document expands to more than " + std::to_string(kMaxNodes) +
+                                " nodes (aliases?)");
+  }
   if (node.IsScalar()) {
     const auto& s = node.Scalar();
     if (s.find('$') != std::string::npos) node = substitute_scalar(s, env, path);
   } else if (node.IsSequence()) {
     for (std::size_t i = 0; i < node.size(); ++i) {
-      substitute_walk(node[i], env, path + "[" + std::to_string(i) + "]");
+      substitute_walk(node[i], env, path + "[" + std::to_string(i) + "]", visited);
     }
   } else if (node.IsMap()) {
-    for (auto kv : node) substitute_walk(kv.second, env, join_path(path, kv.first.Scalar()));
+    for (auto kv : node) {
+      substitute_walk(kv.second, env, join_path(path, kv.first.Scalar()), visited);
+    }
   }
 }
 
 }  // namespace
 
-void substitute_env(YAML::Node root, const EnvLookup& env) { substitute_walk(root, env, ""); }
+void substitute_env(YAML::Node root, const EnvLookup& env) {
+  std::size_t visited = 0;
+  substitute_walk(root, env, "", visited);
+}
 
 void apply_override(YAML::Node root, std::string_view assignment) {
   const std::string where = "--set " + std::string(assignment);
@@ -320,8 +333,8 @@ void apply_override(YAML::Node root, std::string_view assignment) {
       auto close = key_path.find(']', j);
       if (close == std::string::npos) throw ConfigError("", where + ": unterminated [");
       auto idx = key_path.substr(j + 1, close - j - 1);
-      if (idx.empty() || idx.find_first_not_of("0123456789") != std::string::npos) {
-        throw ConfigError("", where + ": list index must be a number");
+      if (idx.empty() || idx.size() > 6 || idx.find_first_not_of("0123456789") != std::string::npos) {
+        throw ConfigError("", where + ": list index must be a number below 1000000");
       }
       steps.push_back({"", std::stol(idx)});
       j = close + 1;
@@ -379,7 +392,47 @@ void apply_override(YAML::Node root, std::string_view assignment) {
   }
 }
 
+namespace {
+
+// yaml-cpp parses recursively: refuse nesting deep enough to exhaust the stack.
+void check_nesting(std::string_view text, std::string_view origin) {
+  constexpr int kMaxFlowDepth = 64;
+  constexpr std::size_t kMaxIndent = 256;
+  constexpr std::size_t kMaxSize = 4 * 1024 * 1024;
+  if (text.size() > kMaxSize) throw ConfigError("", std::string(origin) + ": larger than 4MiB");
+  int depth = 0;
+  std::size_t line = 1, indent = 0;
+  bool at_line_start = true;
+  for (char c : text) {
+    if (c == '\n') {
+      ++line;
+      indent = 0;
+      at_line_start = true;
+      continue;
+    }
+    if (at_line_start && (c == ' ' || c == '-' || c == '\t')) {
+      if (++indent > kMaxIndent) {
+        throw ConfigError("", std::string(origin) + ":" + std::to_string(line) +
+                                  ": nested too deeply");
+      }
+      continue;
+    }
+    at_line_start = false;
+    if (c == '[' || c == '{') {
+      if (++depth > kMaxFlowDepth) {
+        throw ConfigError("", std::string(origin) + ":" + std::to_string(line) +
+                                  ": nested too deeply");
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
+}  // namespace
+
 YAML::Node load_yaml_string(std::string_view text, std::string_view origin) {
+  check_nesting(text, origin);
   try {
     auto node = YAML::Load(std::string(text));
     if (!node.IsDefined() || node.IsNull()) return YAML::Node(YAML::NodeType::Map);
@@ -388,6 +441,8 @@ YAML::Node load_yaml_string(std::string_view text, std::string_view origin) {
   } catch (const YAML::ParserException& e) {
     throw ConfigError("", std::string(origin) + ":" + std::to_string(e.mark.line + 1) + ":" +
                               std::to_string(e.mark.column + 1) + ": " + e.msg);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("", std::string(origin) + ": " + e.what());
   }
 }
 

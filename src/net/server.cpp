@@ -17,7 +17,8 @@
 #include <set>
 #include <sys/socket.h>
 
-#include "agentd/core/runtime.hpp"
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
 #include "agentd/net/server.hpp"
 #include "agentd/net/sse.hpp"
 #include "request_conv.hpp"
@@ -39,8 +40,17 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 // Per-connection state the server sees, for shutdown.
 struct Conn {
   std::function<void()> close;
+  std::function<void()> abort;  // close with RST: drops what the kernel still holds to send
   bool busy = false;
   std::shared_ptr<SseStream> sse;
+  asio::steady_timer* deadline = nullptr;  // the running handler's deadline
+  bool forced = false;                      // closed by shutdown after the grace period
+
+  void force_close() {
+    forced = true;
+    close();
+    if (deadline) deadline->cancel();  // ends the handler's race at once
+  }
 };
 
 std::string method_label(std::string_view m) {
@@ -121,7 +131,7 @@ class ServerImpl final : public HttpServer {
       if (!conns_.empty()) {
         spdlog::warn("shutdown grace over: closing {} connection(s) still busy", conns_.size());
       }
-      for (auto* c : std::vector<Conn*>(conns_.begin(), conns_.end())) c->close();
+      for (auto* c : std::vector<Conn*>(conns_.begin(), conns_.end())) c->force_close();
     });
     maybe_done();
   }
@@ -206,6 +216,12 @@ class ServerImpl final : public HttpServer {
     sock.close(ec);
   }
 
+  static void abort_socket(beast::tcp_stream& s) {
+    boost::system::error_code ec;
+    s.socket().set_option(asio::socket_base::linger(true, 0), ec);
+    s.close();
+  }
+
   asio::awaitable<void> session(tcp::socket sock, bool tls) {
     auto remote = [&] {
       boost::system::error_code ec;
@@ -215,19 +231,24 @@ class ServerImpl final : public HttpServer {
     Conn conn;
     conns_.insert(&conn);
     open_.inc();
+    // When the io_context is destroyed after the server, this frame is destroyed without
+    // resuming: the token tells it the server is gone.
     struct Unregister {
       ServerImpl* self;
       Conn* conn;
+      std::weak_ptr<bool> alive;
       ~Unregister() {
+        if (alive.expired()) return;
         self->conns_.erase(conn);
         self->open_.dec();
         self->maybe_done();
       }
-    } unregister{this, &conn};
+    } unregister{this, &conn, alive_};
 
     if (tls) {
       TlsStream stream(std::move(sock), *ssl_);
       conn.close = [&stream] { beast::get_lowest_layer(stream).close(); };
+      conn.abort = [&stream] { abort_socket(beast::get_lowest_layer(stream)); };
       beast::get_lowest_layer(stream).expires_after(config_.header_timeout);
       auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, kTuple);
       if (ec) {
@@ -242,6 +263,7 @@ class ServerImpl final : public HttpServer {
     } else {
       PlainStream stream(std::move(sock));
       conn.close = [&stream] { stream.close(); };
+      conn.abort = [&stream] { abort_socket(stream); };
       bool clean = co_await serve(stream, conn, remote, false);
       if (clean) {
         boost::system::error_code ec;
@@ -347,14 +369,22 @@ class ServerImpl final : public HttpServer {
 
       Response res;
       try {
-        auto r = co_await core::with_timeout(handler_(req), config_.handler_timeout);
-        if (r) {
-          res = std::move(*r);
+        // The handler races its deadline; shutdown's force-close cancels the deadline early.
+        using namespace asio::experimental::awaitable_operators;
+        asio::steady_timer deadline(co_await asio::this_coro::executor, config_.handler_timeout);
+        conn.deadline = &deadline;
+        auto r = co_await (handler_(req) || deadline.async_wait(kTuple));
+        conn.deadline = nullptr;
+        if (r.index() == 0) {
+          res = std::move(std::get<0>(r));
+        } else if (conn.forced) {
+          co_return false;
         } else {
           res = Response::error(504, "the request was not answered within " +
                                          std::to_string(config_.handler_timeout.count()) + "ms");
         }
       } catch (const std::exception& e) {
+        conn.deadline = nullptr;
         spdlog::error("rid={} unhandled error in {} {}: {}", req.request_id, req.method, req.path,
                       e.what());
         res = Response::error(500, "internal error (request id " + req.request_id + ")");
@@ -428,7 +458,7 @@ class ServerImpl final : public HttpServer {
     // for the blocked write's deadline.
     auto alive = std::make_shared<bool>(true);
     sse->on_close([alive, &conn](SseStream::State why) {
-      if (*alive && why == SseStream::State::overflow) conn.close();
+      if (*alive && why == SseStream::State::overflow) conn.abort();
     });
     if (stopping_) sse->close(SseStream::State::shutdown);
     asio::co_spawn(io_, run_producer(std::move(res.sse), sse, req.request_id),
@@ -450,18 +480,15 @@ class ServerImpl final : public HttpServer {
                                                 kTuple);
       if (ec) {
         ok = false;
-        if (ec == beast::error::timeout) {
-          slow_readers_.inc();
-          sse->close(SseStream::State::overflow);
-        } else {
-          sse->close(SseStream::State::client_gone);
-        }
+        // A write deadline also means the client stopped reading.
+        sse->close(ec == beast::error::timeout ? SseStream::State::overflow
+                                               : SseStream::State::client_gone);
       }
     }
     auto why = sse->state();
     if (why == SseStream::State::overflow) {
-      if (ok) slow_readers_.inc();
-      spdlog::warn("rid={} event stream closed: the client stopped reading", req.request_id);
+      slow_readers_.inc();
+      spdlog::warn("rid={} event stream dropped: the client stopped reading", req.request_id);
       ok = false;
     }
     *alive = false;
@@ -509,6 +536,7 @@ class ServerImpl final : public HttpServer {
   std::unique_ptr<ssl::context> ssl_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::set<Conn*> conns_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool stopping_ = false;
   std::function<void()> done_;
   asio::steady_timer grace_timer_;
