@@ -46,11 +46,18 @@ std::optional<Request> parse_request_bytes(std::string_view bytes, std::uint64_t
   parser.body_limit(max_body);
   parser.eager(true);
   boost::beast::error_code ec;
-  std::size_t used = parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
-  (void)used;
-  if (ec == boost::beast::http::error::need_more && !parser.is_done()) {
-    parser.put_eof(ec);
+  while (!bytes.empty() && !parser.is_done()) {
+    std::size_t used = parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
+    if (ec == boost::beast::http::error::need_more) {
+      ec = {};
+      if (used == 0) break;  // the rest is an incomplete piece
+    } else if (ec) {
+      return std::nullopt;
+    }
+    bytes.remove_prefix(used);
   }
+  // The end of the bytes is the end of the stream (it completes a body delimited by close).
+  if (!parser.is_done() && parser.got_some()) parser.put_eof(ec);
   if (ec || !parser.is_done()) return std::nullopt;
   Request req;
   if (fill_request(req, parser.release())) return std::nullopt;
