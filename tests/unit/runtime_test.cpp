@@ -100,7 +100,9 @@ TEST(WithTimeout, TimesOutOrPassesTheValueThrough) {
     EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
     auto r2 = co_await with_timeout(fast(ex), 2s);
     EXPECT_TRUE(r2);
-    if (r2) EXPECT_EQ(*r2, 7);
+    if (r2) {
+      EXPECT_EQ(*r2, 7);
+    }
   });
 }
 
