@@ -64,6 +64,17 @@ std::optional<double> TestServer::metric(const std::string& series) const {
   return std::nullopt;
 }
 
+std::optional<double> TestServer::wait_metric(const std::string& series, double min,
+                                              std::chrono::milliseconds timeout) const {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto v = metric(series);
+  while ((!v || *v < min) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    v = metric(series);
+  }
+  return v;
+}
+
 void TestServer::shutdown(std::chrono::milliseconds grace) {
   asio::post(io_, [this, grace] { server_->shutdown(grace, [this] { done_.set_value(); }); });
 }

@@ -44,6 +44,10 @@ class TestServer {
   std::optional<TlsClientOptions> tls() const;
   // Value of one series in /metrics text (`name{labels}` exactly as rendered); nullopt if absent.
   std::optional<double> metric(const std::string& series) const;
+  // Polls until the series reaches at least `min` (counters are bumped after the socket is
+  // closed, so a client may see the close first); returns the last value read.
+  std::optional<double> wait_metric(const std::string& series, double min,
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(3)) const;
   void shutdown(std::chrono::milliseconds grace);  // starts it on the loop; returns at once
   bool wait_shutdown_done(std::chrono::milliseconds timeout);
   std::size_t connections();  // read on the loop thread

@@ -94,7 +94,7 @@ TEST(Limits, SlowlorisIsDroppedAtTheHeaderDeadline) {
   auto took = std::chrono::steady_clock::now() - started;
   EXPECT_TRUE(dropped);
   EXPECT_LT(took, 3s);
-  EXPECT_GE(s.metric("agentd_http_timeouts_total").value_or(0), 1);
+  EXPECT_GE(s.wait_metric("agentd_http_timeouts_total", 1).value_or(0), 1);
 }
 
 TEST(Limits, IdleKeepAliveConnectionIsClosedAfterIdleTimeout) {

@@ -75,7 +75,7 @@ TEST(ConfigNode, TypedAccessors) {
 TEST(Substitution, VariablesDefaultsAndEscapes) {
   auto root = core::load_yaml_string(
       "a: ${SET}\nb: x-${UNSET:-dflt}-y\nc: '${EMPTY:-fallback}'\nd: '${EMPTY}'\ne: $${SET}\n"
-      "f: [${SET}, plain]\ng: cost $5\n");
+      "f: ['${SET}', plain]\ng: cost $5\n");  // braces are flow indicators: quote in [...]
   core::substitute_env(root, fake_env);
   EXPECT_EQ(root["a"].Scalar(), "from-env");
   EXPECT_EQ(root["b"].Scalar(), "x-dflt-y");
