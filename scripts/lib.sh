@@ -24,6 +24,17 @@ install_pkgs() {
   fi
 }
 
+# install_npm DIR: `npm ci` in DIR when node_modules is missing or older than package-lock.json;
+# installs Debian's nodejs and npm first when node is not on PATH.
+install_npm() {
+  local dir=$1
+  command -v node >/dev/null 2>&1 || install_pkgs nodejs npm
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "== npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
+}
+
 # free_port: a port nobody listens on right now (the kernel picks it).
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||

@@ -28,6 +28,13 @@ Api::Api(std::vector<Client> clients, net::CorsConfig cors, core::Registry& metr
       {.open = false, .scope = "admin"});
 }
 
+const Client* Api::client_by_name(std::string_view name) const noexcept {
+  for (const auto& c : auth_.clients()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
 void Api::add_readiness_check(std::string name, std::function<ReadyState()> check) {
   checks_.emplace_back(std::move(name), std::move(check));
 }

@@ -23,6 +23,26 @@ Config parse_config(const YAML::Node& root) {
     }
     n->finish();
   }
+  if (auto n = top.get("http_client")) {
+    n->expect_map();
+    auto& h = c.http_client;
+    if (auto p = n->get("proxy")) {
+      h.proxy = p->as_url();
+      if (h.proxy.starts_with("https://")) p->fail("expected an http:// proxy URL");
+    }
+    h.ca_file = n->get_string("ca_file");
+    h.verify_peer = n->get_bool("verify_peer", h.verify_peer);
+    h.max_idle_per_origin = static_cast<std::size_t>(
+        n->get_int("max_idle_per_origin", static_cast<std::int64_t>(h.max_idle_per_origin), 0, 10000));
+    h.idle_keepalive = n->get_duration("idle_keepalive", h.idle_keepalive);
+    h.max_response_bytes = n->get_size("max_response_size", h.max_response_bytes);
+    n->finish();
+  }
+  if (auto n = top.get("ai")) {
+    std::vector<std::string> names;
+    for (const auto& cl : c.clients) names.push_back(cl.name);
+    c.ai = ai::parse_config(*n, names);
+  }
   top.finish();
   return c;
 }

@@ -7,11 +7,14 @@
 #include <filesystem>
 #include <iostream>
 
+#include "agentd/ai/gateway.hpp"
 #include "agentd/api/api.hpp"
+#include "agentd/api/openai.hpp"
 #include "agentd/app/config.hpp"
 #include "agentd/app/tokens.hpp"
 #include "agentd/core/log.hpp"
 #include "agentd/core/runtime.hpp"
+#include "agentd/net/client.hpp"
 #include "agentd/net/server.hpp"
 
 namespace {
@@ -80,6 +83,20 @@ int run(const Args& args) {
   });
   api.add_readiness_check("store", [&config]() -> api::ReadyState {
     return {true, "embedded (data dir " + config.store.data_dir + ")"};
+  });
+
+  std::unique_ptr<net::HttpClient> http_client;
+  try {
+    http_client = net::make_http_client(io.get_executor(), config.http_client, metrics);
+  } catch (const std::exception& e) {
+    std::cerr << "agentd: http_client: " << e.what() << "\n";
+    return 1;
+  }
+  auto gateway = ai::make_gateway(io.get_executor(), config.ai, *http_client, metrics);
+  api::add_openai_routes(api, *gateway);
+  api.add_readiness_check("ai", [&config]() -> api::ReadyState {
+    return {true, std::to_string(config.ai.providers.size()) + " provider(s), " +
+                      std::to_string(config.ai.models.size()) + " model alias(es)"};
   });
 
   auto server = net::make_http_server(io, config.server, api.handler(), metrics);

@@ -25,6 +25,8 @@ class Api {
 
   Router& router() noexcept { return router_; }
   const Authenticator& auth() const noexcept { return auth_; }
+  // The configured client of that name (a request's `client` after authentication).
+  const Client* client_by_name(std::string_view name) const noexcept;
   // A dependency reported by /readyz; the daemon is ready when every check is ok.
   void add_readiness_check(std::string name, std::function<ReadyState()> check);
   // The handler to give the HTTP server.

@@ -5,9 +5,11 @@
 #include <string_view>
 #include <vector>
 
+#include "agentd/ai/config.hpp"
 #include "agentd/api/auth.hpp"
 #include "agentd/core/config.hpp"
 #include "agentd/core/log.hpp"
+#include "agentd/net/client.hpp"
 #include "agentd/net/server.hpp"
 
 namespace agentd::app {
@@ -21,6 +23,8 @@ struct Config {
   std::vector<api::Client> clients;
   core::LogConfig log;
   StoreConfig store;
+  net::ClientConfig http_client;
+  ai::Config ai;
 };
 
 // The shipped config/agentd.yaml, compiled in: what agentd runs on without -c.

@@ -1,0 +1,17 @@
+// The OpenAI-compatible face of the AI routing layer: /v1/chat/completions, /v1/models,
+// /v1/embeddings, /v1/audio/speech, /v1/audio/transcriptions.
+#pragma once
+
+#include "agentd/ai/gateway.hpp"
+#include "agentd/api/api.hpp"
+
+namespace agentd::api {
+
+// Registers the routes on `api`; `gateway` must outlive it. Each call needs the client to hold
+// `models:<requested model>`.
+void add_openai_routes(Api& api, ai::Gateway& gateway);
+
+// The HTTP response for an AI error: OpenAI's error body, its status, Retry-After when known.
+net::Response ai_error_response(const ai::Error& e);
+
+}  // namespace agentd::api

@@ -1,0 +1,176 @@
+// Smoke test of the in-process LLM provider double through its C++ API over real sockets.
+#include "support/fake_llm.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "support/http_client.hpp"
+
+namespace agentd::test {
+namespace {
+
+using json = nlohmann::json;
+
+const std::vector<std::pair<std::string, std::string>> kOpenAi{
+    {"Authorization", "Bearer fake-key"}, {"Content-Type", "application/json"}};
+
+std::string chat_body(const std::string& model, const std::string& text, bool stream = false) {
+  return json{{"model", model},
+              {"stream", stream},
+              {"messages", json::array({{{"role", "user"}, {"content", text}}})}}
+      .dump();
+}
+
+TEST(FakeLlm, ScriptedErrorThenDefaultEcho) {
+  FakeLlm fake;
+  Action limited = Action::fail(429, "slow down");
+  limited.error->retry_after_s = 7;
+  fake.script(limited);
+  ASSERT_EQ(fake.pending(), 1u);
+
+  auto r1 = request(fake.port(), "POST", "/v1/chat/completions", kOpenAi,
+                    chat_body("gpt-4o-mini", "first"));
+  ASSERT_TRUE(r1);
+  EXPECT_EQ(r1->status, 429);
+  EXPECT_EQ(r1->header("retry-after"), "7");
+  auto e = json::parse(r1->body);
+  EXPECT_EQ(e["error"]["message"], "slow down");
+  EXPECT_EQ(e["error"]["code"], "rate_limit_exceeded");
+  EXPECT_TRUE(e["error"].contains("param"));
+  EXPECT_EQ(fake.pending(), 0u);
+
+  auto r2 = request(fake.port(), "POST", "/v1/chat/completions", kOpenAi,
+                    chat_body("gpt-4o-mini", "hello fake"));
+  ASSERT_TRUE(r2);
+  ASSERT_EQ(r2->status, 200);
+  auto c = json::parse(r2->body);
+  EXPECT_EQ(c["choices"][0]["message"]["content"], "echo: hello fake");
+  EXPECT_EQ(c["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(c["usage"]["prompt_tokens"], 2);  // 10 characters
+  EXPECT_EQ(c["usage"]["completion_tokens"], 4);
+
+  // The same action rendered by Anthropic's route.
+  fake.script(Action::fail(529, "Overloaded"));
+  auto r3 = request(fake.port(), "POST", "/v1/messages",
+                    {{"x-api-key", "fake-key"}, {"anthropic-version", "2023-06-01"}},
+                    R"({"model":"claude-sonnet-4-6","max_tokens":5,"messages":[]})");
+  ASSERT_TRUE(r3);
+  EXPECT_EQ(r3->status, 529);
+  auto a = json::parse(r3->body);
+  EXPECT_EQ(a["type"], "error");
+  EXPECT_EQ(a["error"]["type"], "overloaded_error");
+}
+
+TEST(FakeLlm, RecordsEveryProviderRequest) {
+  FakeLlm fake({.api_key = "k2"});
+  auto bad = request(fake.port(), "POST", "/v1/chat/completions",
+                     {{"Authorization", "Bearer wrong"}}, chat_body("m", "x"));
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 401);
+  EXPECT_EQ(json::parse(bad->body)["error"]["code"], "invalid_api_key");
+
+  auto g = request(fake.port(), "POST", "/v1beta/models/gemini-2.5-flash:generateContent?key=k2",
+                   {}, R"({"contents":[{"role":"user","parts":[{"text":"hola"}]}]})");
+  ASSERT_TRUE(g);
+  ASSERT_EQ(g->status, 200) << g->body;
+  EXPECT_EQ(json::parse(g->body)["candidates"][0]["content"]["parts"][0]["text"], "echo: hola");
+
+  ASSERT_TRUE(request(fake.port(), "GET", "/_fake/requests"));  // control: not recorded
+  ASSERT_EQ(fake.count(), 2u);
+  auto reqs = fake.requests();
+  EXPECT_EQ(reqs[0].method, "POST");
+  EXPECT_EQ(reqs[0].path, "/v1/chat/completions");
+  EXPECT_EQ(reqs[0].header("Authorization"), "Bearer wrong");
+  EXPECT_EQ(reqs[0].json()["model"], "m");
+  EXPECT_EQ(reqs[1].path, "/v1beta/models/gemini-2.5-flash:generateContent");
+  EXPECT_EQ(reqs[1].query, "key=k2");
+  EXPECT_LE(reqs[0].time, reqs[1].time);
+
+  fake.reset();
+  EXPECT_EQ(fake.count(), 0u);
+}
+
+TEST(FakeLlm, DownModelsAnswer503WithoutConsumingActions) {
+  FakeLlm fake;
+  fake.set_down({"gpt-down"});
+  fake.script(Action::reply("from the fallback"));
+  auto down =
+      request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, chat_body("gpt-down", "x"));
+  ASSERT_TRUE(down);
+  EXPECT_EQ(down->status, 503);
+  EXPECT_EQ(json::parse(down->body)["error"]["type"], "server_error");
+  EXPECT_EQ(fake.pending(), 1u);
+
+  auto up = request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, chat_body("gpt-up", "x"));
+  ASSERT_TRUE(up);
+  ASSERT_EQ(up->status, 200);
+  EXPECT_EQ(json::parse(up->body)["choices"][0]["message"]["content"], "from the fallback");
+
+  // The same through the control endpoint.
+  auto set = request(fake.port(), "POST", "/_fake/down", {}, R"({"models":["gpt-up"]})");
+  ASSERT_TRUE(set);
+  EXPECT_EQ(set->status, 200);
+  auto now_down =
+      request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, chat_body("gpt-up", "x"));
+  ASSERT_TRUE(now_down);
+  EXPECT_EQ(now_down->status, 503);
+}
+
+TEST(FakeLlm, ControlScriptRejectsUnknownKeys) {
+  FakeLlm fake;
+  auto bad = request(fake.port(), "POST", "/_fake/script", {}, R"([{"txt":"typo"}])");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(bad->body.find("action.txt"), std::string::npos) << bad->body;
+  auto ok = request(fake.port(), "POST", "/_fake/script", {},
+                    R"([{"text":"a"},{"error":{"status":500}}])");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(fake.pending(), 2u);
+}
+
+TEST(FakeLlm, CutStreamClosesWithoutDone) {
+  FakeLlm fake;
+  Action cut = Action::reply("one two three four");
+  cut.cut_after = 2;
+  fake.script(cut);
+  auto conn = Connection::open(fake.port());
+  ASSERT_TRUE(conn);
+  auto headers = kOpenAi;
+  ASSERT_TRUE(conn->send(
+      build_request("POST", "/v1/chat/completions", headers, chat_body("gpt-4o-mini", "x", true))));
+  auto head = conn->read_head();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  std::string raw;
+  for (int i = 0; i < 50; ++i) {
+    auto more = conn->read_some(100ms);
+    if (more.empty()) break;
+    raw += more;
+  }
+  EXPECT_TRUE(conn->wait_closed(2s));
+  auto body = dechunk(raw);
+  EXPECT_NE(body.find("\"content\":\"one \""), std::string::npos) << body;
+  EXPECT_EQ(body.find("two"), std::string::npos) << body;
+  EXPECT_EQ(body.find("[DONE]"), std::string::npos) << body;
+}
+
+TEST(FakeLlm, StopsPromptlyWithAHangingRequest) {
+  auto fake = std::make_unique<FakeLlm>();
+  fake->script(Action::hanging());
+  auto conn = Connection::open(fake->port());
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE(conn->send(
+      build_request("POST", "/v1/chat/completions", kOpenAi, chat_body("gpt-4o-mini", "x"))));
+  EXPECT_FALSE(conn->read_response(300ms));  // no answer
+  auto started = std::chrono::steady_clock::now();
+  fake.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
+  EXPECT_TRUE(conn->wait_closed(2s));
+}
+
+}  // namespace
+}  // namespace agentd::test
