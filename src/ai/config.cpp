@@ -164,6 +164,8 @@ Target parse_target(const ConfigNode& node) {
   if (auto n = node.get("max_tokens")) t.max_tokens = n->as_int(1, 10'000'000);
   if (auto n = node.get("headers")) t.headers = parse_headers(*n);
   t.context_window = node.get_int("context_window", 0, 0, 1'000'000'000);
+  t.rpm = node.get_int("rpm", 0, 0, 100'000'000);
+  t.tpm = node.get_int("tpm", 0, 0, 1'000'000'000'000);
   node.finish();
   return t;
 }

@@ -678,6 +678,15 @@ class GatewayImpl final : public Gateway {
           co_return r;
         }
         Error e = r.error();
+        if (e.code == "target_rate_limit") {
+          // Our own per-provider/per-target window is full: no call was made, nothing is
+          // wrong with the target; move on at once.
+          --info.attempts;
+          info.failures.push_back(t.label() + ": skipped (" + e.message + ")");
+          last = e;
+          have_error = true;
+          break;
+        }
         attempt_metric(t, kind_name(e.kind));
         if (e.kind == Error::Kind::cancelled) co_return e;
         if (counts_against_target(e)) routing_.failure(t, now);
@@ -820,7 +829,7 @@ class GatewayImpl final : public Gateway {
   awaitable<Outcome<json>> attempt_chat(const Target& t, const json& request, std::int64_t est,
                                         Clock::time_point deadline, CallInfo& info) {
     const auto& prov = providers_.at(t.provider);
-    if (auto ok = co_await limiter_.admit_provider(prov.config, est); !ok) co_return ok.error();
+    if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
     auto call = prov.dialect->chat_request(apply_overrides(request, t), t.model, false);
     if (!call) co_return call.error();
     auto creq = client_request(std::move(*call), t, prov.config,
@@ -850,7 +859,7 @@ class GatewayImpl final : public Gateway {
                                                                  Clock::time_point deadline,
                                                                  CallInfo& info) {
     const auto& prov = providers_.at(t.provider);
-    if (auto ok = co_await limiter_.admit_provider(prov.config, est); !ok) co_return ok.error();
+    if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
     auto call = prov.dialect->chat_request(apply_overrides(request, t), t.model, true);
     if (!call) co_return call.error();
     auto creq = client_request(std::move(*call), t, prov.config,
@@ -885,7 +894,7 @@ class GatewayImpl final : public Gateway {
                                               std::int64_t est, Clock::time_point deadline,
                                               CallInfo& info) {
     const auto& prov = providers_.at(t.provider);
-    if (auto ok = co_await limiter_.admit_provider(prov.config, est); !ok) co_return ok.error();
+    if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
     auto call = prov.dialect->embeddings_request(request, t.model);
     if (!call) co_return call.error();
     auto creq = client_request(std::move(*call), t, prov.config,

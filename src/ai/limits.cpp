@@ -140,28 +140,32 @@ boost::asio::awaitable<Outcome<Admission>> Limiter::admit(const std::string& cli
   co_return a;
 }
 
-boost::asio::awaitable<Outcome<void>> Limiter::admit_provider(const ProviderConfig& p,
-                                                              std::int64_t est_tokens) {
+boost::asio::awaitable<Outcome<void>> Limiter::admit_target(const ProviderConfig& p,
+                                                            const Target& t,
+                                                            std::int64_t est_tokens) {
   auto minute = std::to_string(minute_now());
   constexpr milliseconds kWindowTtl{61'000};
-  if (p.rpm > 0) {
-    auto t = co_await counters_.take("rl:provider:" + p.name + ":req:" + minute, 1, p.rpm, kWindowTtl);
-    if (!t.taken) {
-      auto e = limit_error("provider \"" + p.name + "\" is at its limit of " + std::to_string(p.rpm) +
-                               " requests per minute",
-                           "provider_rate_limit", until_next_minute());
+  struct Window {
+    std::int64_t limit;
+    std::string key;
+    std::int64_t amount;
+    std::string what;
+  };
+  Window windows[] = {
+      {p.rpm, "rl:provider:" + p.name + ":req:" + minute, 1,
+       "provider \"" + p.name + "\" is at its limit of " + std::to_string(p.rpm) + " requests per minute"},
+      {p.tpm, "rl:provider:" + p.name + ":tok:" + minute, est_tokens,
+       "provider \"" + p.name + "\" is at its limit of " + std::to_string(p.tpm) + " tokens per minute"},
+      {t.rpm, "rl:target:" + t.label() + ":req:" + minute, 1,
+       "target " + t.label() + " is at its limit of " + std::to_string(t.rpm) + " requests per minute"},
+      {t.tpm, "rl:target:" + t.label() + ":tok:" + minute, est_tokens,
+       "target " + t.label() + " is at its limit of " + std::to_string(t.tpm) + " tokens per minute"}};
+  for (const auto& w : windows) {
+    if (w.limit <= 0) continue;
+    auto taken = co_await counters_.take(w.key, w.amount, w.limit, kWindowTtl);
+    if (!taken.taken) {
+      auto e = limit_error(w.what, "target_rate_limit", until_next_minute());
       e.kind = Error::Kind::rate_limited;  // lets the call move on to another target
-      co_return e;
-    }
-  }
-  if (p.tpm > 0) {
-    auto t = co_await counters_.take("rl:provider:" + p.name + ":tok:" + minute, est_tokens, p.tpm,
-                                     kWindowTtl);
-    if (!t.taken) {
-      auto e = limit_error("provider \"" + p.name + "\" is at its limit of " + std::to_string(p.tpm) +
-                               " tokens per minute",
-                           "provider_rate_limit", until_next_minute());
-      e.kind = Error::Kind::rate_limited;
       co_return e;
     }
   }

@@ -32,9 +32,10 @@ class Limiter {
   boost::asio::awaitable<Outcome<Admission>> admit(const std::string& client,
                                                    std::int64_t est_tokens,
                                                    double worst_cost_usd);
-  // A provider's own rpm/tpm, checked per attempt: Error::Kind::rate_limited when full.
-  boost::asio::awaitable<Outcome<void>> admit_provider(const ProviderConfig& p,
-                                                       std::int64_t est_tokens);
+  // A provider's and a target's own rpm/tpm, checked per attempt: Error::Kind::rate_limited
+  // when a window is full (so the call moves on to the next target).
+  boost::asio::awaitable<Outcome<void>> admit_target(const ProviderConfig& p, const Target& t,
+                                                     std::int64_t est_tokens);
   // Corrects token windows and budgets from the call's real usage and cost.
   boost::asio::awaitable<void> settle(Admission& a, std::int64_t actual_tokens,
                                       double actual_cost_usd);

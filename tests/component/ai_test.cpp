@@ -562,6 +562,19 @@ TEST(Ai, AProviderAtItsOwnLimitSendsCallsToTheNextTarget) {
   EXPECT_EQ(fake.count(), 2u);  // the limited call never left agentd
 }
 
+TEST(Ai, ATargetAtItsOwnLimitSendsCallsToTheNextTarget) {
+  FakeLlm fake;
+  Agentd d(fake, ai_yaml("  cache: {enabled: false}\n"
+                         "  models:\n    - name: smart\n      targets:\n"
+                         "        - {model: oai/gpt-4o, rpm: 1}\n"
+                         "        - gem/gemini-2.5-flash\n"));
+  EXPECT_EQ(post(d.port(), "/v1/chat/completions", chat_body("smart"))->header("x-agentd-provider"), "oai");
+  auto r = post(d.port(), "/v1/chat/completions", chat_body("smart"));
+  EXPECT_EQ(r->header("x-agentd-provider"), "gem");
+  EXPECT_EQ(r->header("x-agentd-attempts"), "1");  // the limited target was skipped, not called
+  EXPECT_EQ(fake.count(), 2u);
+}
+
 TEST(Ai, ConcurrentRequestsNeverOverspendABudget) {
   FakeLlm fake;
   // $1 per output token, nothing for input; each call may produce at most 1 token: a worst

@@ -67,6 +67,8 @@ struct Target {
   std::optional<std::int64_t> max_tokens;  // cap on the request's max tokens
   std::vector<net::Header> headers;
   std::int64_t context_window = 0;         // 0: unknown
+  std::int64_t rpm = 0;                    // this target's own per-minute limits; 0: none
+  std::int64_t tpm = 0;
   std::string label() const { return provider + "/" + model; }
 };
 
