@@ -368,21 +368,10 @@ class GatewayImpl final : public Gateway {
     request.erase("stream");
     request.erase("stream_options");
     auto key = co_await cache_lookup(ctx, "chat", request, info);
-    if (key.hit) {
-      auto cached = json::parse(*key.hit, nullptr, false);
-      if (cached.is_object()) {
-        finish(info, started, "ok", ctx.client);
-        co_return cached;
-      }
-    }
-    auto plan = routing_.plan(*route, started, rng_);
-    for (auto& s : plan.skipped) info.failures.push_back(s + ": skipped (cooling down)");
-    auto est = estimate_prompt_tokens(request);
-    auto admitted = co_await limiter_.admit(ctx.client, est, worst_cost(plan, request, est));
-    if (!admitted) {
-      finish(info, started, "limited", ctx.client);
-      co_return admitted.error();
-    }
+    if (auto cached = cached_object(key, info, started, ctx)) co_return std::move(*cached);
+    auto admitted = co_await admit(ctx, *route, request, started, info);
+    if (!admitted) co_return admitted.error();
+    auto& [plan, est, admission] = *admitted;
     auto deadline = started + config_.total_timeout;
     auto result = co_await try_targets<json>(
         plan, info, deadline, ctx,
@@ -393,7 +382,7 @@ class GatewayImpl final : public Gateway {
       if (info.usage) info.cost_usd = cost_of(p, info.model, *info.usage);
       if (!key.key.empty()) co_await cache_->put(key.key, result->dump(), config_.cache.ttl);
     }
-    co_await limiter_.settle(*admitted, info.usage ? info.usage->value("total_tokens", est) : est,
+    co_await limiter_.settle(admission, info.usage ? info.usage->value("total_tokens", est) : est,
                              info.cost_usd);
     finish(info, started, result ? "ok" : "error", ctx.client);
     co_return result;
@@ -420,26 +409,21 @@ class GatewayImpl final : public Gateway {
         co_return replay;
       }
     }
-    auto plan = routing_.plan(*route, started, rng_);
-    for (auto& s : plan.skipped) info.failures.push_back(s + ": skipped (cooling down)");
-    auto est = estimate_prompt_tokens(request);
-    auto admitted = co_await limiter_.admit(ctx.client, est, worst_cost(plan, request, est));
-    if (!admitted) {
-      finish(info, started, "limited", ctx.client);
-      co_return admitted.error();
-    }
+    auto admitted = co_await admit(ctx, *route, request, started, info);
+    if (!admitted) co_return admitted.error();
+    auto& [plan, est, admission] = *admitted;
     auto deadline = started + config_.total_timeout;
     auto result = co_await try_targets<std::unique_ptr<StreamImpl>>(
         plan, info, deadline, ctx, [&](const Target& t) {
           return attempt_stream(t, request, include_usage, !key.key.empty(), est, deadline, info);
         });
     if (!result) {
-      co_await limiter_.settle(*admitted, est, 0);
+      co_await limiter_.settle(admission, est, 0);
       finish(info, started, "error", ctx.client);
       co_return result.error();
     }
     auto& s = **result;
-    s.admission_ = std::move(*admitted);
+    s.admission_ = std::move(admission);
     s.est_tokens_ = est;
     s.cache_key_ = key.key;
     s.client_ = ctx.client;
@@ -462,20 +446,10 @@ class GatewayImpl final : public Gateway {
     auto route = routing_.resolve(request["model"].get<std::string>());
     if (!route) co_return route.error();
     auto key = co_await cache_lookup(ctx, "embeddings", request, info);
-    if (key.hit) {
-      auto cached = json::parse(*key.hit, nullptr, false);
-      if (cached.is_object()) {
-        finish(info, started, "ok", ctx.client);
-        co_return cached;
-      }
-    }
-    auto plan = routing_.plan(*route, started, rng_);
-    auto est = estimate_prompt_tokens(request);
-    auto admitted = co_await limiter_.admit(ctx.client, est, worst_cost(plan, request, est, 0));
-    if (!admitted) {
-      finish(info, started, "limited", ctx.client);
-      co_return admitted.error();
-    }
+    if (auto cached = cached_object(key, info, started, ctx)) co_return std::move(*cached);
+    auto admitted = co_await admit(ctx, *route, request, started, info, 0);
+    if (!admitted) co_return admitted.error();
+    auto& [plan, est, admission] = *admitted;
     auto deadline = started + config_.total_timeout;
     auto result = co_await try_targets<json>(
         plan, info, deadline, ctx,
@@ -487,7 +461,7 @@ class GatewayImpl final : public Gateway {
       }
       if (!key.key.empty()) co_await cache_->put(key.key, result->dump(), config_.cache.ttl);
     }
-    co_await limiter_.settle(*admitted, info.usage ? info.usage->value("total_tokens", est) : est,
+    co_await limiter_.settle(admission, info.usage ? info.usage->value("total_tokens", est) : est,
                              info.cost_usd);
     finish(info, started, result ? "ok" : "error", ctx.client);
     co_return result;
@@ -599,6 +573,31 @@ class GatewayImpl final : public Gateway {
     if (!key.empty() && !value.empty()) co_await cache_->put(key, std::move(value), config_.cache.ttl);
   }
 
+  struct Admitted {
+    Plan plan;
+    std::int64_t est = 0;
+    Admission admission;
+  };
+  // Orders the targets, estimates the prompt and admits the call against the client's limits
+  // and budgets (`completion`: the completion tokens to reserve for, when not the request's).
+  awaitable<Outcome<Admitted>> admit(const CallContext& ctx, const Route& route,
+                                     const json& request, Clock::time_point started,
+                                     CallInfo& info,
+                                     std::optional<std::int64_t> completion = std::nullopt) {
+    Admitted a;
+    a.plan = routing_.plan(route, started, rng_);
+    for (auto& s : a.plan.skipped) info.failures.push_back(s + ": skipped (cooling down)");
+    a.est = estimate_prompt_tokens(request);
+    auto admission =
+        co_await limiter_.admit(ctx.client, a.est, worst_cost(a.plan, request, a.est, completion));
+    if (!admission) {
+      finish(info, started, "limited", ctx.client);
+      co_return admission.error();
+    }
+    a.admission = std::move(*admission);
+    co_return a;
+  }
+
   struct CacheLookup {
     std::string key;                 // empty: do not store the answer
     std::optional<std::string> hit;  // the cached answer
@@ -623,6 +622,16 @@ class GatewayImpl final : public Gateway {
     metrics_.gauge("agentd_ai_cache_bytes", "Memory held by the in-process response cache")
         .set(static_cast<double>(cache_->bytes()));
     co_return out;
+  }
+
+  // A cached JSON object answer, when the lookup hit one.
+  std::optional<json> cached_object(const CacheLookup& key, CallInfo& info,
+                                    Clock::time_point started, const CallContext& ctx) {
+    if (!key.hit) return std::nullopt;
+    auto cached = json::parse(*key.hit, nullptr, false);
+    if (!cached.is_object()) return std::nullopt;
+    finish(info, started, "ok", ctx.client);
+    return cached;
   }
 
   // The most a call may cost over the plan's targets: the prompt estimate plus the completion
