@@ -3,7 +3,8 @@
 
 AGENTD_BUILD_PKGS=(cmake g++ ninja-build ccache pkg-config libboost1.81-all-dev nlohmann-json3-dev
   libspdlog-dev libssl-dev libyaml-cpp-dev)
-AGENTD_TEST_PKGS=(libgtest-dev libgmock-dev redis-server postgresql clang libclang-rt-14-dev)
+AGENTD_TEST_PKGS=(libgtest-dev libgmock-dev redis-server postgresql clang libclang-rt-14-dev
+  systemd docker-compose openssl curl)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
