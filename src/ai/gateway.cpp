@@ -331,6 +331,7 @@ class StreamImpl final : public ChatStream {
   bool record_ = false;
   std::weak_ptr<void> gw_alive_;
   std::string client_;
+  std::string request_id_;
   std::vector<json> recorded_;
   std::size_t streamed_chars_ = 0;
 };
@@ -428,6 +429,7 @@ class GatewayImpl final : public Gateway {
     s.cache_key_ = key.key;
     s.client_ = ctx.client;
     s.gw_alive_ = alive_;
+    s.request_id_ = ctx.request_id;
     s.mutable_info() = std::move(info);
     auto& si = s.mutable_info();
     si.overhead = duration_cast<microseconds>(Clock::now() - started) - si.upstream;
@@ -556,12 +558,12 @@ class GatewayImpl final : public Gateway {
     asio::co_spawn(ex_,
                    settle_stream(std::move(s.admission_), tokens, info.cost_usd,
                                  std::move(s.cache_key_), std::move(cache_value)),
-                   [](std::exception_ptr e) {
+                   [rid = s.request_id_](std::exception_ptr e) {
                      if (!e) return;
                      try {
                        std::rethrow_exception(e);
                      } catch (const std::exception& ex) {
-                       spdlog::error("ai: settling a stream failed: {}", ex.what());
+                       spdlog::error("rid={} ai: settling a stream failed: {}", rid, ex.what());
                      }
                    });
   }
@@ -700,7 +702,7 @@ class GatewayImpl final : public Gateway {
         if (e.kind == Error::Kind::cancelled) co_return e;
         if (counts_against_target(e)) routing_.failure(t, now);
         breaker_metric(t, now);
-        spdlog::warn("[{}] ai: {} attempt {} failed: {} {}", ctx.request_id, t.label(), n,
+        spdlog::warn("rid={} ai: {} attempt {} failed: {} {}", ctx.request_id, t.label(), n,
                      e.status, e.message);
         info.failures.push_back(t.label() + ": " + std::to_string(e.status) + " " + e.message);
         if (e.kind == Error::Kind::context_window) {

@@ -68,12 +68,15 @@ bool Api::origin_allowed(std::string_view origin) const {
 }
 
 void Api::add_cors(const Request& req, Response& res) const {
-  auto origin = req.headers.get("origin");
-  if (!origin || !origin_allowed(*origin)) return;
+  if (cors_.allow_origins.empty()) return;
   bool wildcard = !cors_.allow_credentials && cors_.allow_origins.size() == 1 &&
                   cors_.allow_origins[0] == "*";
-  res.headers.set("access-control-allow-origin", wildcard ? std::string_view("*") : *origin);
+  // With a list of origins the answer depends on Origin, allowed or not: shared caches must
+  // not hand one origin's answer to another.
   if (!wildcard) res.headers.add("vary", "origin");
+  auto origin = req.headers.get("origin");
+  if (!origin || !origin_allowed(*origin)) return;
+  res.headers.set("access-control-allow-origin", wildcard ? std::string_view("*") : *origin);
   if (cors_.allow_credentials) res.headers.set("access-control-allow-credentials", "true");
   if (!cors_.expose_headers.empty()) {
     std::string list;
@@ -96,7 +99,9 @@ Response Api::preflight(const Request& req) const {
     }
   }
   if (!m.route) {
-    return Response::error(methods.empty() ? 404 : 405, "no route for this preflight request");
+    auto res = Response::error(methods.empty() ? 404 : 405, "no route for this preflight request");
+    if (!methods.empty()) res.headers.set("allow", methods);
+    return res;
   }
   Response res;
   res.status = 204;

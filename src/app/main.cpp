@@ -3,6 +3,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -31,7 +33,8 @@ constexpr const char* kUsage =
     "  --set key.path=value   override one key, e.g. --set server.listen=127.0.0.1:0\n"
     "  --check-config FILE    validate FILE (with overrides and the environment); exit 0 or 2\n"
     "\n"
-    "Signals: SIGTERM/SIGINT shut down gracefully (twice: at once); SIGHUP reopens the log file.\n";
+    "Signals: SIGTERM/SIGINT shut down gracefully (twice: at once); SIGHUP reopens the log file\n"
+    "and reloads the TLS certificate and key.\n";
 
 struct Args {
   std::string config;
@@ -60,12 +63,18 @@ int run(const Args& args) {
     return 1;
   }
   try {
-    std::filesystem::create_directories(config.store.data_dir);
+    if (std::filesystem::create_directories(config.store.data_dir)) {
+      // Tokens, databases and blobs live here: only the service's user may read them.
+      std::filesystem::permissions(config.store.data_dir, std::filesystem::perms::owner_all);
+    }
     app::ensure_tokens(config.clients, config.store.data_dir, std::cout);
   } catch (const std::exception& e) {
     std::cerr << "agentd: " << e.what() << "\n";
     return 1;
   }
+  // Tokens and provider keys never reach a log line, whoever logs them.
+  for (const auto& c : config.clients) core::add_log_secret(c.token);
+  for (const auto& p : config.ai.providers) core::add_log_secret(p.api_key);
   if (config.clients.empty()) {
     spdlog::warn("no clients configured: every route but /healthz will answer 401");
   }
@@ -82,6 +91,9 @@ int run(const Args& args) {
     return {true, "accepting connections"};
   });
   api.add_readiness_check("store", [&config]() -> api::ReadyState {
+    if (::access(config.store.data_dir.c_str(), W_OK) != 0) {
+      return {false, "data dir " + config.store.data_dir + " is not writable"};
+    }
     return {true, "embedded (data dir " + config.store.data_dir + ")"};
   });
 
@@ -117,6 +129,11 @@ int run(const Args& args) {
         if (ec) return;
         if (sig == SIGHUP) {
           core::reopen_logs();
+          if (auto err = server->reload_tls(); !err.empty()) {
+            spdlog::error("SIGHUP: TLS not reloaded, the old certificate stays in use: {}", err);
+          } else if (config.server.tls) {
+            spdlog::info("SIGHUP: TLS certificate and key reloaded");
+          }
         } else if (!stopping) {
           stopping = true;
           spdlog::info("signal {}: shutting down (grace {}ms)", sig,

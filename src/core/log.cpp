@@ -1,19 +1,74 @@
 // spdlog set-up: text or JSON lines, file reopen, redaction helpers.
 #include "agentd/core/log.hpp"
 
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <filesystem>
 #include <mutex>
+#include <optional>
+#include <vector>
 
 namespace agentd::core {
 namespace {
 
 std::mutex g_mutex;
 LogConfig g_config;
+
+std::mutex g_secrets_mutex;
+std::vector<std::string> g_secrets;
+
+// The payload with every registered secret replaced, or nullopt when it holds none.
+std::optional<std::string> scrub(std::string_view payload) {
+  std::lock_guard lock(g_secrets_mutex);
+  std::optional<std::string> out;
+  for (const auto& secret : g_secrets) {
+    std::string_view current = out ? std::string_view(*out) : payload;
+    auto at = current.find(secret);
+    if (at == std::string_view::npos) continue;
+    std::string replaced;
+    std::size_t from = 0;
+    auto mask = redact(secret);
+    while (at != std::string_view::npos) {
+      replaced.append(current.substr(from, at - from));
+      replaced += mask;
+      from = at + secret.size();
+      at = current.find(secret, from);
+    }
+    replaced.append(current.substr(from));
+    out = std::move(replaced);
+  }
+  return out;
+}
+
+// Wraps the real sink: registered secrets never reach a log line, whatever code logged them.
+class RedactingSink final : public spdlog::sinks::sink {
+ public:
+  explicit RedactingSink(spdlog::sink_ptr inner) : inner_(std::move(inner)) {}
+  void log(const spdlog::details::log_msg& msg) override {
+    auto clean = scrub(std::string_view(msg.payload.data(), msg.payload.size()));
+    if (!clean) {
+      inner_->log(msg);
+      return;
+    }
+    spdlog::details::log_msg copy = msg;
+    copy.payload = spdlog::string_view_t(clean->data(), clean->size());
+    inner_->log(copy);
+  }
+  void flush() override { inner_->flush(); }
+  void set_pattern(const std::string& pattern) override { inner_->set_pattern(pattern); }
+  void set_formatter(std::unique_ptr<spdlog::formatter> f) override {
+    inner_->set_formatter(std::move(f));
+  }
+
+ private:
+  spdlog::sink_ptr inner_;
+};
 
 void append_escaped(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -69,8 +124,14 @@ void install(const LogConfig& config) {
   if (config.file.empty()) {
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
+    // spdlog would create missing directories; a typo in log.file should fail instead.
+    auto parent = std::filesystem::path(config.file).parent_path();
+    if (!parent.empty() && !std::filesystem::is_directory(parent)) {
+      throw std::runtime_error("directory " + parent.string() + " does not exist");
+    }
     sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.file, false);
   }
+  sink = std::make_shared<RedactingSink>(std::move(sink));
   auto logger = std::make_shared<spdlog::logger>("agentd", sink);
   if (config.format == "json") {
     logger->set_formatter(std::make_unique<JsonFormatter>());
@@ -112,8 +173,23 @@ void reopen_logs() {
   std::lock_guard lock(g_mutex);
   if (g_config.file.empty()) return;
   spdlog::default_logger()->flush();
-  install(g_config);
+  try {
+    install(g_config);
+  } catch (const std::exception& e) {
+    // Keep logging to the file we have rather than die on a signal.
+    spdlog::error("cannot reopen log file {}: {} (still writing to the old one)", g_config.file,
+                  e.what());
+    return;
+  }
   spdlog::info("log file reopened");
+}
+
+void add_log_secret(std::string secret) {
+  if (secret.size() < 8) return;  // too short to replace without mangling ordinary text
+  std::lock_guard lock(g_secrets_mutex);
+  if (std::find(g_secrets.begin(), g_secrets.end(), secret) == g_secrets.end()) {
+    g_secrets.push_back(std::move(secret));
+  }
 }
 
 std::string redact(std::string_view secret) {

@@ -10,9 +10,9 @@ struct LagMonitor : std::enable_shared_from_this<LagMonitor> {
   LagMonitor(asio::io_context& io, Registry& r, std::chrono::milliseconds i)
       : timer(io),
         interval(i),
-        last(r.gauge("agentd_event_loop_lag_seconds",
+        last(r.gauge("agentd_event_loop_lag_last_seconds",
                      "How late the last periodic loop timer fired")),
-        hist(r.histogram("agentd_event_loop_lag", "Event-loop lag samples in seconds",
+        hist(r.histogram("agentd_event_loop_lag_seconds", "Event-loop lag samples",
                          latency_buckets())) {}
 
   void arm() {

@@ -139,27 +139,47 @@ class ServerImpl final : public HttpServer {
   std::size_t connections() const noexcept override { return conns_.size(); }
 
  private:
-  void setup_tls() {
+  void setup_tls() { ssl_ = load_tls(); }
+
+  // A server context from the configured files; throws naming the file that failed.
+  std::unique_ptr<ssl::context> load_tls() const {
     if (!config_.tls) throw std::runtime_error("server.tls: an https listener needs cert and key");
-    ssl_ = std::make_unique<ssl::context>(ssl::context::tls_server);
+    auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
     auto opts = ssl::context::default_workarounds | ssl::context::no_sslv2 |
                 ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                 ssl::context::single_dh_use;
     if (config_.tls->min_version == "1.3") opts |= ssl::context::no_tlsv1_2;
-    ssl_->set_options(opts);
+    ctx->set_options(opts);
+    SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_RENEGOTIATION);
     boost::system::error_code ec;
-    ssl_->use_certificate_chain_file(config_.tls->cert_file, ec);
+    ctx->use_certificate_chain_file(config_.tls->cert_file, ec);
     if (ec) {
       throw std::runtime_error("server.tls.cert: cannot load " + config_.tls->cert_file + ": " +
                                ec.message());
     }
-    ssl_->use_private_key_file(config_.tls->key_file, ssl::context::pem, ec);
+    ctx->use_private_key_file(config_.tls->key_file, ssl::context::pem, ec);
     if (ec) {
       throw std::runtime_error("server.tls.key: cannot load " + config_.tls->key_file + ": " +
                                ec.message());
     }
+    return ctx;
   }
 
+ public:
+  std::string reload_tls() override {
+    if (!ssl_) return {};
+    try {
+      auto fresh = load_tls();
+      // Connections made with the old context keep using it: retire it, do not free it.
+      retired_ssl_.push_back(std::move(ssl_));
+      ssl_ = std::move(fresh);
+      return {};
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  }
+
+ private:
   void maybe_done() {
     if (stopping_ && conns_.empty() && done_) {
       grace_timer_.cancel();
@@ -534,6 +554,7 @@ class ServerImpl final : public HttpServer {
   Handler handler_;
   core::Registry& registry_;
   std::unique_ptr<ssl::context> ssl_;
+  std::vector<std::unique_ptr<ssl::context>> retired_ssl_;  // still used by older connections
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::set<Conn*> conns_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

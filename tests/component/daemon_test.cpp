@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include "support/http_client.hpp"
 #include "support/process.hpp"
@@ -117,6 +118,45 @@ TEST(Daemon, ServesHttpsWithATlsConfig) {
   EXPECT_EQ(r->status, 200);
   s.process->signal(SIGTERM);
   EXPECT_EQ(s.process->wait(10s), 0);
+}
+
+TEST(Daemon, SighupReloadsTheCertificateAndSurvivesBadFiles) {
+  auto dir = make_temp_dir("agentd-daemon-");
+  auto first = make_test_cert();
+  auto second = make_test_cert();
+  fs::copy_file(first.cert_file, dir + "/cert.pem");
+  fs::copy_file(first.key_file, dir + "/key.pem");
+  auto s = start({"--set", "server.listen=https://127.0.0.1:0", "--set",
+                  "server.tls.cert=" + dir + "/cert.pem", "--set", "server.tls.key=" + dir + "/key.pem",
+                  "--set", "server.shutdown_grace=1s"},
+                 {}, dir);
+  ASSERT_EQ(s.url.rfind("https://", 0), 0u) << s.output;
+  ASSERT_TRUE(request(s.port, "GET", "/healthz", {}, {}, TlsClientOptions{first.cert_file}));
+  EXPECT_FALSE(request(s.port, "GET", "/healthz", {}, {}, TlsClientOptions{second.cert_file}));
+
+  // Renewed files, then SIGHUP: new connections get the new certificate.
+  fs::copy_file(second.cert_file, dir + "/cert.pem", fs::copy_options::overwrite_existing);
+  fs::copy_file(second.key_file, dir + "/key.pem", fs::copy_options::overwrite_existing);
+  s.process->signal(SIGHUP);
+  bool renewed = false;
+  for (int i = 0; i < 100 && !renewed; ++i) {
+    renewed = request(s.port, "GET", "/healthz", {}, {}, TlsClientOptions{second.cert_file}).has_value();
+    if (!renewed) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(renewed);
+
+  // A broken key: the reload fails, is logged, and the daemon keeps serving the last good one.
+  std::ofstream(dir + "/key.pem") << "garbage\n";
+  s.process->signal(SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  auto r = request(s.port, "GET", "/healthz", {}, {}, TlsClientOptions{second.cert_file});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  s.process->signal(SIGTERM);
+  EXPECT_EQ(s.process->wait(10s), 0);
+  std::ifstream err(dir + "/stderr.log");
+  std::string log((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("TLS not reloaded"), std::string::npos) << log;
 }
 
 TEST(Daemon, CheckConfigAcceptsTheShippedFile) {

@@ -20,8 +20,13 @@ LogConfig parse_log_config(const ConfigNode& node);
 // Installs the default logger. Safe to call again (tests, reconfiguration).
 void init_logging(const LogConfig& config);
 
-// Reopens the log file (after logrotate moved it); no-op when logging to stderr.
+// Reopens the log file (after logrotate moved it); no-op when logging to stderr. When the
+// file cannot be reopened the error is logged and the old file is kept.
 void reopen_logs();
+
+// Registers a secret (a token, an API key): from now on it is replaced by redact(secret) in
+// every log line, whoever logs it. Secrets under 8 characters are ignored.
+void add_log_secret(std::string secret);
 
 // What may be shown of a secret: its length class and last four characters at most.
 std::string redact(std::string_view secret);

@@ -78,6 +78,9 @@ class HttpServer {
   // then closes everything; `done` runs on the loop once no connection is left.
   virtual void shutdown(milliseconds grace, std::function<void()> done) = 0;
   virtual std::size_t connections() const noexcept = 0;
+  // Reloads the TLS certificate and key (SIGHUP): new connections use them, open ones keep
+  // theirs. Returns an error message, empty on success; on error the old ones stay in use.
+  virtual std::string reload_tls() = 0;
 };
 
 std::unique_ptr<HttpServer> make_http_server(boost::asio::io_context& io, ServerConfig config,
