@@ -372,7 +372,10 @@ class GatewayImpl final : public Gateway {
     if (auto cached = cached_object(key, info, started, ctx)) co_return std::move(*cached);
     auto admitted = co_await admit(ctx, *route, request, started, info);
     if (!admitted) co_return admitted.error();
-    auto& [plan, est, admission] = *admitted;
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
+    auto& plan = admitted->plan;
+    auto est = admitted->est;
+    auto& admission = admitted->admission;
     auto deadline = started + config_.total_timeout;
     auto result = co_await try_targets<json>(
         plan, info, deadline, ctx,
@@ -412,7 +415,10 @@ class GatewayImpl final : public Gateway {
     }
     auto admitted = co_await admit(ctx, *route, request, started, info);
     if (!admitted) co_return admitted.error();
-    auto& [plan, est, admission] = *admitted;
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
+    auto& plan = admitted->plan;
+    auto est = admitted->est;
+    auto& admission = admitted->admission;
     auto deadline = started + config_.total_timeout;
     auto result = co_await try_targets<std::unique_ptr<StreamImpl>>(
         plan, info, deadline, ctx, [&](const Target& t) {
@@ -451,7 +457,10 @@ class GatewayImpl final : public Gateway {
     if (auto cached = cached_object(key, info, started, ctx)) co_return std::move(*cached);
     auto admitted = co_await admit(ctx, *route, request, started, info, 0);
     if (!admitted) co_return admitted.error();
-    auto& [plan, est, admission] = *admitted;
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
+    auto& plan = admitted->plan;
+    auto est = admitted->est;
+    auto& admission = admitted->admission;
     auto deadline = started + config_.total_timeout;
     auto result = co_await try_targets<json>(
         plan, info, deadline, ctx,
