@@ -43,6 +43,7 @@ Config parse_config(const YAML::Node& root) {
     for (const auto& cl : c.clients) names.push_back(cl.name);
     c.ai = ai::parse_config(*n, names);
   }
+  if (auto n = top.get("mcp")) c.mcp = mcp::parse_config(*n);
   top.finish();
   return c;
 }

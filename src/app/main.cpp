@@ -1,4 +1,5 @@
 // agentd: command line, configuration, wiring of every module, signals.
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
@@ -11,7 +12,9 @@
 
 #include "agentd/ai/gateway.hpp"
 #include "agentd/api/api.hpp"
+#include "agentd/api/mcp.hpp"
 #include "agentd/api/openai.hpp"
+#include "agentd/mcp/multiplexer.hpp"
 #include "agentd/app/config.hpp"
 #include "agentd/app/tokens.hpp"
 #include "agentd/core/log.hpp"
@@ -111,6 +114,22 @@ int run(const Args& args) {
                       std::to_string(config.ai.models.size()) + " model alias(es)"};
   });
 
+  auto mux = mcp::make_multiplexer(io.get_executor(), config.mcp, *http_client, metrics);
+  api::add_mcp_routes(api, *mux);
+  for (const auto& s : config.mcp.servers) {
+    // Informational: one MCP server down does not take the instance out of rotation.
+    api.add_readiness_check("mcp:" + s.name, [&mux, name = s.name]() -> api::ReadyState {
+      for (const auto& st : mux->status()) {
+        if (st.name == name) {
+          return {true, st.state + (st.detail.empty() ? "" : ": " + st.detail) + " (" +
+                            std::to_string(st.tools) + " tools, " + std::to_string(st.restarts) +
+                            " restarts)"};
+        }
+      }
+      return {true, "unknown"};
+    });
+  }
+
   auto server = net::make_http_server(io, config.server, api.handler(), metrics);
   try {
     for (const auto& ep : server->start()) {
@@ -122,6 +141,7 @@ int run(const Args& args) {
   }
   std::cout.flush();
   spdlog::info("agentd {} started", AGENTD_VERSION);
+  mux->start();
 
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
@@ -138,7 +158,10 @@ int run(const Args& args) {
           stopping = true;
           spdlog::info("signal {}: shutting down (grace {}ms)", sig,
                        config.server.shutdown_grace.count());
-          server->shutdown(config.server.shutdown_grace, [&io] { io.stop(); });
+          server->shutdown(config.server.shutdown_grace, [&io, &mux] {
+            // Requests are drained: close the MCP servers (stdio children end), then stop.
+            asio::co_spawn(io, mux->stop(), [&io](std::exception_ptr) { io.stop(); });
+          });
         } else {
           spdlog::warn("second signal {}: stopping now", sig);
           io.stop();

@@ -222,7 +222,7 @@ TEST(Server, CorsPreflightAndSimpleResponses) {
   r = request(s.port(), "GET", "/items/1", h);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->header("access-control-allow-origin"), "https://chat.example.com");
-  EXPECT_EQ(r->header("access-control-expose-headers"), "x-request-id");
+  EXPECT_EQ(r->header("access-control-expose-headers"), "x-request-id, mcp-session-id");
 }
 
 TEST(Server, MetricsCountRequestsByRouteAndStatus) {

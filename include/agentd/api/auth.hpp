@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "agentd/core/config.hpp"
+#include "agentd/core/glob.hpp"
 
 namespace agentd::api {
 
@@ -21,7 +22,7 @@ struct Client {
 std::vector<Client> parse_clients(const core::ConfigNode& node);
 
 // `*` matches any run of characters, `?` one character.
-bool glob_match(std::string_view pattern, std::string_view text) noexcept;
+using core::glob_match;
 
 // True when one of `granted` covers `needed` (`models:*` covers `models:gpt-4o`; `*` covers all).
 bool scope_allows(const std::vector<std::string>& granted, std::string_view needed) noexcept;

@@ -9,6 +9,7 @@
 #include "agentd/api/auth.hpp"
 #include "agentd/core/config.hpp"
 #include "agentd/core/log.hpp"
+#include "agentd/mcp/config.hpp"
 #include "agentd/net/client.hpp"
 #include "agentd/net/server.hpp"
 
@@ -25,6 +26,7 @@ struct Config {
   StoreConfig store;
   net::ClientConfig http_client;
   ai::Config ai;
+  mcp::Config mcp;
 };
 
 // The shipped config/agentd.yaml, compiled in: what agentd runs on without -c.

@@ -34,8 +34,9 @@ struct TlsConfig {
 struct CorsConfig {
   std::vector<std::string> allow_origins;  // exact origins or "*"; empty disables CORS
   std::vector<std::string> allow_headers{"authorization", "content-type", "x-request-id",
-                                         "last-event-id"};
-  std::vector<std::string> expose_headers{"x-request-id"};
+                                         "last-event-id", "mcp-session-id",
+                                         "mcp-protocol-version"};
+  std::vector<std::string> expose_headers{"x-request-id", "mcp-session-id"};
   milliseconds max_age{std::chrono::minutes(10)};
   bool allow_credentials = false;
 };

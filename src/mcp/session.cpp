@@ -1,0 +1,263 @@
+// MCP client session: JSON-RPC over a Transport.
+#include "session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+namespace agentd::mcp {
+namespace {
+
+namespace asio = boost::asio;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+bool supported_version(const std::string& v) {
+  return v == "2024-11-05" || v == "2025-03-26" || v == "2025-06-18" || v == "2025-11-25";
+}
+
+// JSON-RPC ids are numbers or strings; we only send integers.
+std::optional<std::int64_t> our_id(const json& id) {
+  if (id.is_number_integer()) return id.get<std::int64_t>();
+  if (id.is_string()) {
+    try {
+      std::size_t pos = 0;
+      auto v = std::stoll(id.get<std::string>(), &pos);
+      if (pos == id.get_ref<const std::string&>().size()) return v;
+    } catch (...) {
+    }
+  }
+  return std::nullopt;
+}
+
+std::string token_key(const json& token) { return token.is_string() ? token.get<std::string>() : token.dump(); }
+
+}  // namespace
+
+void throw_exception_from_error(const RpcError& e, const boost::source_location&) {
+  throw std::runtime_error(e.message);
+}
+
+Session::Session(asio::any_io_executor ex, const ServerConfig& config,
+                 std::unique_ptr<Transport> transport, std::string protocol_version,
+                 Handlers handlers)
+    : ex_(std::move(ex)),
+      config_(config),
+      transport_(std::move(transport)),
+      protocol_version_(std::move(protocol_version)),
+      handlers_(std::move(handlers)) {}
+
+Session::~Session() = default;
+
+asio::awaitable<RpcResult<json>> Session::open() {
+  auto started = co_await transport_->start();
+  if (!started) {
+    closed_ = true;
+    co_return RpcError{RpcError::kConnectionClosed, started.error().message, nullptr};
+  }
+  reading_ = true;
+  asio::co_spawn(ex_, read_loop(), [name = config_.name](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("mcp[{}]: reader failed: {}", name, ex.what());
+    }
+  });
+  json capabilities = {{"roots", {{"listChanged", false}}}};
+  json params = {{"protocolVersion", protocol_version_},
+                 {"capabilities", capabilities},
+                 {"clientInfo", {{"name", "agentd"}, {"version", AGENTD_VERSION}}}};
+  auto r = co_await request("initialize", std::move(params), config_.init_timeout);
+  if (!r) co_return r.error();
+  auto version = r->value("protocolVersion", std::string());
+  if (!supported_version(version)) {
+    co_return RpcError{RpcError::kInvalidRequest,
+                       "server " + config_.name + " answered protocol version \"" + version +
+                           "\", which agentd does not speak",
+                       nullptr};
+  }
+  transport_->set_protocol_version(version);
+  init_result_ = *r;
+  co_await notify("notifications/initialized");
+  co_return *r;
+}
+
+asio::awaitable<RpcResult<json>> Session::request(std::string method, json params,
+                                                  std::chrono::milliseconds timeout,
+                                                  std::function<void(const json&)> on_progress,
+                                                  std::shared_ptr<CancelToken> cancel) {
+  if (closed_) {
+    co_return RpcError{RpcError::kConnectionClosed, "server " + config_.name + " is not connected",
+                       nullptr};
+  }
+  auto id = next_id_++;
+  auto w = std::make_shared<Waiter>(ex_);
+  w->timer.expires_after(timeout);
+  std::string token;
+  if (on_progress) {
+    token = "agentd-" + std::to_string(id);
+    if (!params.is_object()) params = json::object();
+    params["_meta"]["progressToken"] = token;
+    w->on_progress = std::move(on_progress);
+    progress_[token] = id;
+  }
+  json msg = {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}};
+  if (!params.is_null()) msg["params"] = std::move(params);
+  pending_[id] = w;
+  if (cancel) {
+    std::weak_ptr<Session> weak = weak_from_this();
+    cancel->on_cancel([weak, id] {
+      if (auto self = weak.lock()) {
+        self->finish(id, RpcError{RpcError::kInternal, "cancelled by the caller", nullptr});
+        self->send_later({{"jsonrpc", "2.0"},
+                          {"method", "notifications/cancelled"},
+                          {"params", {{"requestId", id}, {"reason", "cancelled by the caller"}}}});
+      }
+    });
+    if (cancel->cancelled()) finish(id, RpcError{RpcError::kInternal, "cancelled by the caller", nullptr});
+  }
+  auto sent = co_await transport_->send(std::move(msg));
+  if (!sent && !w->outcome) {
+    w->outcome = RpcError{RpcError::kConnectionClosed,
+                          "cannot send to server " + config_.name + ": " + sent.error().message,
+                          nullptr};
+  }
+  if (!w->outcome) co_await w->timer.async_wait(kTuple);
+  pending_.erase(id);
+  if (!token.empty()) progress_.erase(token);
+  if (cancel) cancel->on_cancel(nullptr);
+  if (w->outcome) co_return std::move(*w->outcome);
+  // Deadline: tell the server to stop working on it.
+  json why = {{"requestId", id}, {"reason", "agentd's deadline for " + method + " passed"}};
+  co_await notify("notifications/cancelled", std::move(why));
+  co_return RpcError{RpcError::kRequestTimeout,
+                     "server " + config_.name + " did not answer " + method + " within " +
+                         std::to_string(timeout.count()) + "ms",
+                     nullptr};
+}
+
+asio::awaitable<void> Session::notify(std::string method, json params) {
+  if (closed_) co_return;
+  json msg = {{"jsonrpc", "2.0"}, {"method", std::move(method)}};
+  if (!params.is_null()) msg["params"] = std::move(params);
+  auto r = co_await transport_->send(std::move(msg));
+  if (!r) spdlog::warn("mcp[{}]: notification not sent: {}", config_.name, r.error().message);
+}
+
+asio::awaitable<void> Session::close() {
+  if (closed_ && !reading_) co_return;
+  co_await transport_->close();
+  closed_ = true;
+  fail_all("session closed");
+}
+
+void Session::send_later(json message) {
+  asio::co_spawn(
+      ex_,
+      [](std::shared_ptr<Session> self, json m) -> asio::awaitable<void> {
+        if (self->closed_) co_return;
+        auto r = co_await self->transport_->send(std::move(m));
+        if (!r) spdlog::warn("mcp[{}]: message not sent: {}", self->config_.name, r.error().message);
+      }(shared_from_this(), std::move(message)),
+      asio::detached);
+}
+
+void Session::finish(std::int64_t id, RpcResult<json> outcome) {
+  auto it = pending_.find(id);
+  if (it == pending_.end() || it->second->outcome) return;
+  it->second->outcome = std::move(outcome);
+  it->second->timer.cancel();
+}
+
+void Session::fail_all(const std::string& why) {
+  for (auto& [id, w] : pending_) {
+    if (w->outcome) continue;
+    w->outcome = RpcError{RpcError::kConnectionClosed,
+                          "server " + config_.name + " went away: " + why, nullptr};
+    w->timer.cancel();
+  }
+}
+
+void Session::answer(const json& id, RpcResult<json> result) {
+  json msg = {{"jsonrpc", "2.0"}, {"id", id}};
+  if (result) {
+    msg["result"] = std::move(*result);
+  } else {
+    msg["error"] = {{"code", result.error().code}, {"message", result.error().message}};
+  }
+  send_later(std::move(msg));
+}
+
+void Session::dispatch(json m) {
+  if (!m.is_object()) return;
+  auto method = m.find("method");
+  auto id = m.find("id");
+  if (method == m.end()) {
+    // A response to one of ours.
+    if (id == m.end()) return;
+    auto ours = our_id(*id);
+    if (!ours) return;
+    if (auto e = m.find("error"); e != m.end() && e->is_object()) {
+      finish(*ours, RpcError{e->value("code", RpcError::kInternal),
+                             e->value("message", std::string("error without a message")),
+                             e->contains("data") ? (*e)["data"] : json()});
+    } else {
+      finish(*ours, m.contains("result") ? m["result"] : json::object());
+    }
+    return;
+  }
+  if (!method->is_string()) return;
+  const auto& name = method->get_ref<const std::string&>();
+  const json params = m.contains("params") ? m["params"] : json::object();
+  if (id != m.end()) {
+    // The server asks us something.
+    if (name == "ping") {
+      answer(*id, json::object());
+    } else if (name == "roots/list") {
+      json roots = json::array();
+      for (const auto& r : config_.roots) roots.push_back({{"uri", r}});
+      answer(*id, json{{"roots", roots}});
+    } else {
+      answer(*id, RpcError{RpcError::kMethodNotFound,
+                           "agentd does not offer " + name + " to upstream servers", nullptr});
+    }
+    return;
+  }
+  if (name == "notifications/progress") {
+    auto token = params.find("progressToken");
+    if (token == params.end()) return;
+    auto it = progress_.find(token_key(*token));
+    if (it == progress_.end()) return;
+    auto w = pending_.find(it->second);
+    if (w != pending_.end() && w->second->on_progress) {
+      json p = params;
+      p.erase("progressToken");
+      w->second->on_progress(p);
+    }
+  } else if (name == "notifications/tools/list_changed") {
+    if (handlers_.on_tools_changed) handlers_.on_tools_changed();
+  } else if (name == "notifications/message") {
+    spdlog::info("mcp[{}] log {}: {}", config_.name, params.value("level", std::string("info")),
+                 params.contains("data") ? params["data"].dump() : std::string());
+  }
+}
+
+asio::awaitable<void> Session::read_loop() {
+  auto self = shared_from_this();
+  for (;;) {
+    auto m = co_await transport_->receive();
+    if (!m) {
+      bool was_open = !closed_;
+      closed_ = true;
+      reading_ = false;
+      fail_all(m.error().message);
+      if (was_open && handlers_.on_closed) handlers_.on_closed(m.error().message);
+      co_return;
+    }
+    dispatch(std::move(*m));
+  }
+}
+
+}  // namespace agentd::mcp

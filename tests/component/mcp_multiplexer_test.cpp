@@ -1,0 +1,264 @@
+// The multiplexer against real MCP servers from npm (server-everything, server-memory) and a
+// scriptable SDK-built server (tests/interop/mcp_test_server.mjs): catalog, calls, progress,
+// deadlines, cancellation, crashes and restarts, list_changed, lazy and failing servers.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <future>
+
+#include "agentd/mcp/multiplexer.hpp"
+#include "support/tls_cert.hpp"
+
+namespace agentd::test {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using mcp::json;
+
+const std::string kInterop = AGENTD_INTEROP_DIR;
+
+mcp::ServerConfig node_server(std::string name, std::vector<std::string> args) {
+  mcp::ServerConfig s;
+  s.name = std::move(name);
+  s.transport = mcp::TransportKind::stdio;
+  s.command = "node";
+  s.args = std::move(args);
+  s.cwd = kInterop;
+  s.init_timeout = 20s;
+  s.call_timeout = 10s;
+  return s;
+}
+
+mcp::ServerConfig test_server(std::string name = "test") {
+  return node_server(std::move(name), {kInterop + "/mcp_test_server.mjs"});
+}
+
+mcp::ServerConfig everything() {
+  return node_server("everything",
+                     {kInterop + "/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+                      "stdio"});
+}
+
+// Runs `body(mux)` on a loop with the multiplexer started, with a hard time limit.
+template <class F>
+auto run(mcp::Config config, F body) {
+  asio::io_context io(1);
+  core::Registry metrics;
+  auto client = net::make_http_client(io.get_executor(), {}, metrics);
+  auto mux = mcp::make_multiplexer(io.get_executor(), std::move(config), *client, metrics);
+  mux->start();
+  using R = typename decltype(body(*mux))::value_type;
+  std::promise<R> out;
+  asio::co_spawn(
+      io,
+      [](mcp::Multiplexer& m, F b) -> asio::awaitable<R> {
+        auto r = co_await b(m);
+        co_await m.stop();
+        co_return r;
+      }(*mux, std::move(body)),
+      [&](std::exception_ptr e, R r) {
+        if (e) {
+          out.set_exception(e);
+        } else {
+          out.set_value(std::move(r));
+        }
+        io.stop();
+      });
+  io.run_for(60s);
+  auto f = out.get_future();
+  EXPECT_EQ(f.wait_for(0s), std::future_status::ready) << "test coroutine did not finish in time";
+  return f.get();
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+// Waits until `server` is in `state` (and, when given, has restarted at least `restarts`).
+asio::awaitable<bool> wait_state(mcp::Multiplexer& m, std::string server, std::string state,
+                                 int restarts = 0, std::chrono::milliseconds limit = 30s) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (const auto& s : m.status()) {
+      if (s.name == server && s.state == state && s.restarts >= restarts) co_return true;
+    }
+    co_await sleep_for(50ms);
+  }
+  co_return false;
+}
+
+// One-key arguments, built outside the co_await (GCC 12 rejects braced lists there).
+json args(const std::string& key, json value) {
+  json j = json::object();
+  j[key] = std::move(value);
+  return j;
+}
+
+std::string text_of(const mcp::RpcResult<json>& r) {
+  if (!r) return "error " + std::to_string(r.error().code) + ": " + r.error().message;
+  std::string out;
+  for (const auto& c : r->value("content", json::array())) out += c.value("text", std::string());
+  return out;
+}
+
+std::vector<std::string> names(const std::vector<json>& tools) {
+  std::vector<std::string> out;
+  for (const auto& t : tools) out.push_back(t["name"].get<std::string>());
+  return out;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+TEST(McpMux, CatalogMergesRealServersUnderNamespacedNames) {
+  mcp::Config c;
+  auto dir = make_temp_dir("agentd-mcp-memory-");
+  auto memory = node_server(
+      "memory", {kInterop + "/node_modules/@modelcontextprotocol/server-memory/dist/index.js"});
+  memory.env["MEMORY_FILE_PATH"] = dir + "/memory.jsonl";
+  c.servers = {everything(), memory, test_server()};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    for (auto s : {"everything", "memory", "test"}) {
+      if (!co_await wait_state(m, s, "ready")) co_return std::string(s) + " not ready";
+    }
+    auto all = names(m.tools({}));
+    std::string missing;
+    for (auto n : {"everything__echo", "memory__create_entities", "test__echo", "test__sleep"}) {
+      if (!has(all, n)) missing += std::string(n) + " ";
+    }
+    if (!missing.empty()) co_return "missing: " + missing;
+    // Annotations are kept.
+    for (const auto& t : m.tools({})) {
+      if (t["name"] == "test__echo" && !t["annotations"].value("readOnlyHint", false)) {
+        co_return std::string("annotations lost");
+      }
+    }
+    // Visibility filter (a client's scopes).
+    auto only_memory = names(m.tools([](const std::string& s, const std::string&) {
+      return s == "memory";
+    }));
+    for (const auto& n : only_memory) {
+      if (n.rfind("memory__", 0) != 0) co_return "filter leaked " + n;
+    }
+    auto echo = co_await m.call_tool("everything__echo", args("message", "hi there"), mcp::ToolCall(), nullptr);
+    auto mine = co_await m.call_tool("test__echo", args("text", "mine"), mcp::ToolCall(), nullptr);
+    json entities = {{"entities", json::array({{{"name", "agentd"},
+                                                {"entityType", "daemon"},
+                                                {"observations", json::array({"written in C++"})}}})}};
+    auto created = co_await m.call_tool("memory__create_entities", entities, mcp::ToolCall(), nullptr);
+    co_return text_of(echo) + " | " + text_of(mine) + " | " +
+        (created && !created->value("isError", false) ? "created" : text_of(created));
+  });
+  EXPECT_EQ(out, "Echo: hi there | mine | created");
+}
+
+TEST(McpMux, ProgressReachesTheCaller) {
+  mcp::Config c;
+  c.servers = {test_server()};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "test", "ready")) co_return std::string("not ready");
+    auto seen = std::make_shared<std::vector<double>>();
+    mcp::ToolCall call;
+    call.on_progress = [seen](const json& p) { seen->push_back(p.value("progress", 0.0)); };
+    auto r = co_await m.call_tool("test__sleep", args("ms", 400), call, nullptr);
+    co_return text_of(r) + " progress=" + std::to_string(seen->size());
+  });
+  EXPECT_EQ(out, "slept 400 progress=4");
+}
+
+TEST(McpMux, DeadlinesAndCancellationEndCallsAndTheServerStaysUsable) {
+  mcp::Config c;
+  auto s = test_server();
+  s.call_timeout = 300ms;
+  c.servers = {s};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "test", "ready")) co_return std::string("not ready");
+    auto t0 = std::chrono::steady_clock::now();
+    auto slow = co_await m.call_tool("test__sleep", args("ms", 5000), mcp::ToolCall(), nullptr);
+    bool quick = std::chrono::steady_clock::now() - t0 < 2s;
+    std::string a = slow ? "answered" : std::to_string(slow.error().code);
+    // A caller that gives up: the upstream is told and the call returns at once.
+    auto token = std::make_shared<mcp::CancelToken>();
+    asio::steady_timer t(co_await asio::this_coro::executor, 100ms);
+    t.async_wait([token](const boost::system::error_code& ec) {
+      if (!ec) token->cancel();
+    });
+    auto cancelled = co_await m.call_tool("test__sleep", args("ms", 250), mcp::ToolCall(), token);
+    std::string b = cancelled ? "answered" : cancelled.error().message;
+    auto after = co_await m.call_tool("test__echo", args("text", "still here"), mcp::ToolCall(), nullptr);
+    co_return a + (quick ? " quick" : " slow") + " | " + b + " | " + text_of(after);
+  });
+  EXPECT_EQ(out, "-32001 quick | cancelled by the caller | still here");
+}
+
+TEST(McpMux, AChildThatCrashesMidCallFailsTheCallAndIsRestarted) {
+  mcp::Config c;
+  c.servers = {test_server()};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "test", "ready")) co_return std::string("not ready");
+    auto crash = co_await m.call_tool("test__crash", json::object(), mcp::ToolCall(), nullptr);
+    std::string a = crash ? "answered" : std::to_string(crash.error().code);
+    if (!co_await wait_state(m, "test", "ready", 1)) co_return a + " | no restart";
+    auto again = co_await m.call_tool("test__echo", args("text", "back"), mcp::ToolCall(), nullptr);
+    auto fail = co_await m.call_tool("test__fail", json::object(), mcp::ToolCall(), nullptr);
+    co_return a + " | " + text_of(again) + " | " +
+        (fail && fail->value("isError", false) ? "tool error is a result" : "?");
+  });
+  EXPECT_EQ(out, "-32000 | back | tool error is a result");
+}
+
+TEST(McpMux, ListChangedRefreshesTheCatalogAndTellsListeners) {
+  mcp::Config c;
+  c.servers = {test_server()};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "test", "ready")) co_return std::string("not ready");
+    auto fired = std::make_shared<int>(0);
+    m.on_tools_changed([fired] { ++*fired; });
+    if (has(names(m.tools({})), "test__extra")) co_return std::string("extra already there");
+    co_await m.call_tool("test__grow", json::object(), mcp::ToolCall(), nullptr);
+    for (int i = 0; i < 100 && !has(names(m.tools({})), "test__extra"); ++i) co_await sleep_for(50ms);
+    auto r = co_await m.call_tool("test__extra", json::object(), mcp::ToolCall(), nullptr);
+    co_return text_of(r) + (*fired > 0 ? " notified" : " silent");
+  });
+  EXPECT_EQ(out, "extra! notified");
+}
+
+TEST(McpMux, LazyServersStartOnFirstUseAndFailuresAreClear) {
+  mcp::Config c;
+  auto lazy = test_server("lazy");
+  lazy.lazy = true;
+  auto broken = test_server("broken");
+  broken.command = "/nonexistent/agentd-no-such-binary";
+  broken.init_timeout = 2s;
+  auto filtered = test_server("filtered");
+  filtered.tools = {"ec*"};
+  c.servers = {lazy, broken, filtered};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    std::string lazy_state;
+    for (const auto& s : m.status()) {
+      if (s.name == "lazy") lazy_state = s.state;
+    }
+    auto r = co_await m.call_tool("lazy__echo", args("text", "woke"), mcp::ToolCall(), nullptr);
+    if (!co_await wait_state(m, "broken", "failed")) co_return std::string("broken not failed");
+    auto b = co_await m.call_tool("broken__echo", json::object(), mcp::ToolCall(), nullptr);
+    if (!co_await wait_state(m, "filtered", "ready")) co_return std::string("filtered not ready");
+    auto visible = names(m.tools({}));
+    auto hidden = co_await m.call_tool("filtered__sleep", args("ms", 1), mcp::ToolCall(), nullptr);
+    auto unknown = co_await m.call_tool("nosuch__tool", json::object(), mcp::ToolCall(), nullptr);
+    co_return lazy_state + " | " + text_of(r) + " | " + (b ? "?" : std::to_string(b.error().code)) +
+        " | " + (has(visible, "filtered__echo") && !has(visible, "filtered__sleep") ? "filtered" : "?") +
+        " | " + (hidden ? "?" : std::to_string(hidden.error().code)) + " | " +
+        (unknown ? "?" : std::to_string(unknown.error().code));
+  });
+  EXPECT_EQ(out, "idle | woke | -32000 | filtered | -32602 | -32602");
+}
+
+}  // namespace
+}  // namespace agentd::test
