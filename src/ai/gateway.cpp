@@ -846,13 +846,11 @@ class GatewayImpl final : public Gateway {
     return r;
   }
 
-  awaitable<Outcome<json>> attempt_chat(const Target& t, const json& request, std::int64_t est,
-                                        Clock::time_point deadline, CallInfo& info) {
-    const auto& prov = providers_.at(t.provider);
-    if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
-    auto call = prov.dialect->chat_request(apply_overrides(request, t), t.model, false);
-    if (!call) co_return call.error();
-    auto creq = client_request(std::move(*call), t, prov.config,
+  // One non-streaming upstream exchange: the 2xx answer, or the error in our vocabulary.
+  awaitable<Outcome<net::ClientResponse>> exchange(UpstreamCall call, const Target& t,
+                                                   const Provider& prov,
+                                                   Clock::time_point deadline, CallInfo& info) {
+    auto creq = client_request(std::move(call), t, prov.config,
                                timeouts(prov.config, deadline, false));
     auto t0 = Clock::now();
     auto r = co_await client_.request(std::move(creq));
@@ -863,6 +861,17 @@ class GatewayImpl final : public Gateway {
       e.provider = t.label();
       co_return e;
     }
+    co_return std::move(*r);
+  }
+
+  awaitable<Outcome<json>> attempt_chat(const Target& t, const json& request, std::int64_t est,
+                                        Clock::time_point deadline, CallInfo& info) {
+    const auto& prov = providers_.at(t.provider);
+    if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
+    auto call = prov.dialect->chat_request(apply_overrides(request, t), t.model, false);
+    if (!call) co_return call.error();
+    auto r = co_await exchange(std::move(*call), t, prov, deadline, info);
+    if (!r) co_return r.error();
     auto resp = prov.dialect->chat_response(r->body, t.model);
     if (!resp) {
       auto e = resp.error();
@@ -917,17 +926,8 @@ class GatewayImpl final : public Gateway {
     if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
     auto call = prov.dialect->embeddings_request(request, t.model);
     if (!call) co_return call.error();
-    auto creq = client_request(std::move(*call), t, prov.config,
-                               timeouts(prov.config, deadline, false));
-    auto t0 = Clock::now();
-    auto r = co_await client_.request(std::move(creq));
-    info.upstream += duration_cast<microseconds>(Clock::now() - t0);
-    if (!r) co_return from_client_error(r.error(), t.label());
-    if (r->status / 100 != 2) {
-      auto e = prov.dialect->upstream_error(r->status, r->headers, r->body);
-      e.provider = t.label();
-      co_return e;
-    }
+    auto r = co_await exchange(std::move(*call), t, prov, deadline, info);
+    if (!r) co_return r.error();
     auto body = json::parse(r->body, nullptr, false);
     if (body.is_discarded() || !body.is_object()) {
       Error e;
@@ -948,17 +948,8 @@ class GatewayImpl final : public Gateway {
     auto call = passthrough_request(prov.config, "audio/" + path, req.content_type,
                                     rewrite_model(req, t.model));
     if (!call) co_return call.error();
-    auto creq = client_request(std::move(*call), t, prov.config,
-                               timeouts(prov.config, deadline, false));
-    auto t0 = Clock::now();
-    auto r = co_await client_.request(std::move(creq));
-    info.upstream += duration_cast<microseconds>(Clock::now() - t0);
-    if (!r) co_return from_client_error(r.error(), t.label());
-    if (r->status / 100 != 2) {
-      auto e = prov.dialect->upstream_error(r->status, r->headers, r->body);
-      e.provider = t.label();
-      co_return e;
-    }
+    auto r = co_await exchange(std::move(*call), t, prov, deadline, info);
+    if (!r) co_return r.error();
     RawResponse out;
     out.status = r->status;
     out.content_type = std::string(r->headers.get("content-type").value_or("application/octet-stream"));
