@@ -192,6 +192,7 @@ std::variant<Incoming, Response> read_message(std::string_view body) {
   if (j.contains("id") && (j.contains("result") || j.contains("error"))) {
     m.kind = Incoming::Kind::response;
     m.id = j["id"];
+    m.params = std::move(j);  // the whole response, for the request it answers
     return m;
   }
   return http_error(400, RpcError::kInvalidRequest,
@@ -270,10 +271,21 @@ SseEvent make_event(std::uint64_t stream, std::uint64_t seq, std::string data) {
 
 struct Call;
 
+// A request agentd sent the client (elicitation/create) and waits on: the client POSTs the
+// response.
+struct Asked {
+  explicit Asked(asio::any_io_executor ex) : wake(std::move(ex)) {}
+  asio::steady_timer wake;
+  std::optional<json> response;  // the client's JSON-RPC response message
+};
+
 struct Session {
   std::string id;
   std::string client;
   std::string version;
+  json capabilities = json::object();  // what the client declared in initialize
+  std::uint64_t next_ask = 1;
+  std::map<std::string, Asked*> asked;  // by dumped request id
   Clock::time_point last_used = Clock::now();
   bool closed = false;
   bool listening = false;  // opened a GET stream: keep that stream's events for replay
@@ -344,6 +356,7 @@ struct Call : std::enable_shared_from_this<Call> {
   std::shared_ptr<mcp::CancelToken> token = std::make_shared<mcp::CancelToken>();
   std::shared_ptr<Pipe> carrier;  // the connection its stream is written to, if any
   asio::steady_timer grace;       // runs while the stream has no connection
+  std::vector<Asked*> asking;     // elicitations relayed to the client, unanswered yet
   bool done = false;
   bool withdrawn = false;  // the client cancelled it or ended the session: no response
 };
@@ -471,6 +484,7 @@ class McpServer {
       if (c->carrier) c->carrier->end();
       c->token->cancel();
     }
+    for (auto& [key, a] : s->asked) a->wake.cancel();
     if (s->standalone) std::exchange(s->standalone, nullptr)->end();
     s->ring.clear();
     s->ring_bytes = 0;
@@ -520,9 +534,15 @@ class McpServer {
     s->id = new_session_id();
     s->client = req.client;
     s->version = version;
+    if (p.contains("capabilities") && p["capabilities"].is_object()) {
+      s->capabilities = p["capabilities"];
+    }
     sessions_.emplace(s->id, s);
+    json caps = {{"tools", {{"listChanged", true}}},
+                 {"resources", {{"listChanged", true}}},
+                 {"prompts", {{"listChanged", true}}}};
     json result = {{"protocolVersion", version},
-                   {"capabilities", {{"tools", {{"listChanged", true}}}}},
+                   {"capabilities", std::move(caps)},
                    {"serverInfo", {{"name", "agentd"}, {"version", AGENTD_VERSION}}},
                    {"instructions", kInstructions}};
     auto res = answer(s.get(), acc, rpc_result(msg.id, std::move(result)));
@@ -549,6 +569,38 @@ class McpServer {
     return c && scope_allows(c->scopes, "mcp:" + server + "/" + tool);
   }
 
+  // What `client` may see: its scopes cover mcp:<server>/<name> (see mcp::Visible).
+  mcp::Visible visible_to(const std::string& client) {
+    const Client* c = api_.client_by_name(client);
+    if (!c) return [](const std::string&, const std::string&) { return false; };
+    auto scopes = c->scopes;
+    return [scopes](const std::string& server, const std::string& name) {
+      return scope_allows(scopes, "mcp:" + server + "/" + name);
+    };
+  }
+
+  static json as_array(std::vector<json> items) {
+    json out = json::array();
+    for (auto& i : items) out.push_back(std::move(i));
+    return out;
+  }
+
+  // A client's JSON-RPC response to a request agentd sent it (elicitation): hands it to the
+  // waiting call. Unknown ids are ignored.
+  void answered(Session& s, const Incoming& msg, json body) {
+    auto it = s.asked.find(msg.id.dump());
+    if (it == s.asked.end()) return;
+    it->second->response = std::move(body);
+    it->second->wake.cancel();
+  }
+
+  void list_changed(const std::string& method) {
+    std::string note = to_text({{"jsonrpc", "2.0"}, {"method", method}});
+    for (const auto& [id, s] : sessions_) {
+      if (s->listening) s->emit(0, note, s->standalone);
+    }
+  }
+
   json tools_for(const std::string& client) {
     const Client* c = api_.client_by_name(client);
     if (!c) return json::array();
@@ -566,12 +618,16 @@ class McpServer {
     if (m == "ping") return rpc_result(msg.id, json::object());
     // One page: a cursor is accepted and ignored, and no nextCursor is given.
     if (m == "tools/list") return rpc_result(msg.id, {{"tools", tools_for(req.client)}});
-    // The catalog is tools only: empty lists rather than errors for clients that ask anyway.
-    if (m == "resources/list") return rpc_result(msg.id, {{"resources", json::array()}});
-    if (m == "resources/templates/list") {
-      return rpc_result(msg.id, {{"resourceTemplates", json::array()}});
+    if (m == "resources/list") {
+      return rpc_result(msg.id, {{"resources", as_array(mux_.resources(visible_to(req.client)))}});
     }
-    if (m == "prompts/list") return rpc_result(msg.id, {{"prompts", json::array()}});
+    if (m == "resources/templates/list") {
+      return rpc_result(msg.id, {{"resourceTemplates",
+                                  as_array(mux_.resource_templates(visible_to(req.client)))}});
+    }
+    if (m == "prompts/list") {
+      return rpc_result(msg.id, {{"prompts", as_array(mux_.prompts(visible_to(req.client)))}});
+    }
     return rpc_error(msg.id, RpcError::kMethodNotFound, "Method not found: " + m);
   }
 
@@ -590,6 +646,45 @@ class McpServer {
   std::unordered_map<std::string, std::shared_ptr<Session>> sessions_;
   Clock::time_point last_sweep_ = Clock::now();
 };
+
+// Relays an upstream's elicitation/create to the client on the call's stream and waits for
+// the client's answer (POSTed back), until the call ends or the session closes.
+asio::awaitable<mcp::RpcResult<json>> relay_elicitation(std::weak_ptr<Call> weak, json params) {
+  auto call = weak.lock();
+  if (!call || call->done || call->withdrawn || call->session->closed) {
+    co_return json{{"action", "cancel"}};
+  }
+  Session& s = *call->session;
+  // Form mode needs `elicitation` ({} before 2025-11-25, or with `form`); url mode `url`.
+  auto mode = params.is_object() ? params.value("mode", std::string("form")) : std::string("form");
+  auto declared = s.capabilities.find("elicitation");
+  bool can = declared != s.capabilities.end() && declared->is_object() &&
+             (mode == "form" ? (declared->empty() || declared->contains("form"))
+                             : declared->contains(mode));
+  if (!can) co_return json{{"action", "decline"}};
+  Asked asked(co_await asio::this_coro::executor);
+  json id = "agentd-elicit-" + std::to_string(s.next_ask++);
+  auto key = id.dump();
+  s.asked[key] = &asked;
+  call->asking.push_back(&asked);
+  json request = {{"jsonrpc", "2.0"}, {"id", id}, {"method", "elicitation/create"},
+                  {"params", std::move(params)}};
+  s.emit(call->stream, to_text(request), call->carrier);
+  asked.wake.expires_at(asio::steady_timer::time_point::max());
+  co_await asked.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+  s.asked.erase(key);
+  std::erase(call->asking, &asked);
+  if (!asked.response) co_return json{{"action", "cancel"}};  // the call or session ended
+  const json& r = *asked.response;
+  if (auto e = r.find("error"); e != r.end() && e->is_object()) {
+    co_return RpcError{e->value("code", RpcError::kInternal),
+                       e->value("message", std::string("the client refused")), nullptr};
+  }
+  auto result = r.find("result");
+  co_return result != r.end() && result->is_object() ? *result : json{{"action", "cancel"}};
+}
+
+bool declared_elicitation(const Session& s) { return s.capabilities.contains("elicitation"); }
 
 // The producer of a tools/call answered as an event stream: progress, then the response.
 asio::awaitable<void> run_call(std::shared_ptr<McpServer> st, std::shared_ptr<Call> call,
@@ -618,6 +713,10 @@ asio::awaitable<void> run_call(std::shared_ptr<McpServer> st, std::shared_ptr<Ca
       c->session->emit(c->stream, to_text(note), c->carrier);
     };
   }
+  if (declared_elicitation(s)) {
+    std::weak_ptr<Call> weak = call;
+    tc.on_elicit = [weak](json params) { return relay_elicitation(weak, std::move(params)); };
+  }
   mcp::RpcResult<json> r = RpcError{};
   try {
     r = co_await st->mux().call_tool(name, std::move(args), std::move(tc), call->token);
@@ -628,6 +727,7 @@ asio::awaitable<void> run_call(std::shared_ptr<McpServer> st, std::shared_ptr<Ca
   }
   call->done = true;
   call->grace.cancel();
+  for (auto* a : std::vector<Asked*>(call->asking)) a->wake.cancel();
   if (!call->withdrawn && !s.closed) {
     s.emit(call->stream, to_text(reply(call->id, r)), call->carrier);
   }
@@ -670,7 +770,9 @@ asio::awaitable<Response> call_tool(std::shared_ptr<McpServer> st, std::shared_p
   }
   auto ex = co_await asio::this_coro::executor;
   auto call = std::make_shared<Call>(s, msg.id, ex);
-  if (!acc.sse || (!token && acc.json)) {
+  // An event stream when the client wants progress, or may be asked questions during the call
+  // (it declared elicitation); JSON otherwise.
+  if (!acc.sse || (!token && !declared_elicitation(*s) && acc.json)) {
     mcp::ToolCall tc;
     tc.client = req.client;
     tc.request_id = req.request_id;
@@ -688,6 +790,47 @@ asio::awaitable<Response> call_tool(std::shared_ptr<McpServer> st, std::shared_p
                               rid = req.request_id](std::shared_ptr<SseStream> out) {
     return run_call(st, call, name, args, client, rid, std::move(out));
   });
+}
+
+// resources/read and prompts/get: answered as JSON (cancellable like a call).
+asio::awaitable<Response> read_or_get(std::shared_ptr<McpServer> st, std::shared_ptr<Session> s,
+                                      Request& req, Accepts acc, Incoming msg) {
+  const json& p = msg.params;
+  bool read = msg.method == "resources/read";
+  const char* key = read ? "uri" : "name";
+  if (!p.is_object() || !p.contains(key) || !p[key].is_string()) {
+    co_return answer(s.get(), acc,
+                     rpc_error(msg.id, RpcError::kInvalidParams,
+                               msg.method + " needs params." + key + " (a string)"));
+  }
+  if (s->calls.contains(msg.id.dump())) {
+    co_return answer(s.get(), acc,
+                     rpc_error(msg.id, RpcError::kInvalidRequest,
+                               "request id " + msg.id.dump() + " is already in use"));
+  }
+  auto what = p[key].get<std::string>();
+  mcp::ToolCall tc;
+  tc.client = req.client;
+  tc.request_id = req.request_id;
+  auto call = std::make_shared<Call>(s, msg.id, co_await asio::this_coro::executor);
+  mcp::RpcResult<json> r = RpcError{};
+  if (read) {
+    r = co_await st->mux().read_resource(what, st->visible_to(req.client), std::move(tc),
+                                         call->token);
+  } else {
+    // A prompt the client may not see is as unknown as one that does not exist.
+    auto where = st->mux().resolve(what);
+    if (!where || !st->may_use(req.client, where->first, "prompt:" + where->second)) {
+      call->done = true;
+      co_return answer(s.get(), acc,
+                       rpc_error(msg.id, RpcError::kInvalidParams, "Unknown prompt: " + what));
+    }
+    json args = p.contains("arguments") ? p["arguments"] : json();
+    r = co_await st->mux().get_prompt(what, std::move(args), std::move(tc), call->token);
+  }
+  call->done = true;
+  if (call->withdrawn && acc.sse) co_return Response::stream(no_events);
+  co_return answer(s.get(), acc, reply(call->id, r));
 }
 
 asio::awaitable<Response> post_mcp(std::shared_ptr<McpServer> st, Request& req) {
@@ -710,7 +853,8 @@ asio::awaitable<Response> post_mcp(std::shared_ptr<McpServer> st, Request& req) 
   if (auto bad = check_version(req)) co_return std::move(*bad);
   switch (msg.kind) {
     case Incoming::Kind::response:
-      co_return empty(202);  // we send no requests, so there is nothing to match it with
+      st->answered(*s, msg, std::move(msg.params));
+      co_return empty(202);
     case Incoming::Kind::notification:
       if (msg.method == "notifications/cancelled") st->cancel(*s, msg.params);
       co_return empty(202);
@@ -719,6 +863,9 @@ asio::awaitable<Response> post_mcp(std::shared_ptr<McpServer> st, Request& req) 
   }
   if (msg.method == "tools/call") {
     co_return co_await call_tool(st, std::move(s), req, acc, std::move(msg));
+  }
+  if (msg.method == "resources/read" || msg.method == "prompts/get") {
+    co_return co_await read_or_get(st, std::move(s), req, acc, std::move(msg));
   }
   co_return answer(s.get(), acc, st->dispatch(req, msg));
 }
@@ -794,6 +941,9 @@ void add_mcp_routes(Api& api, mcp::Multiplexer& mux, McpServerOptions options) {
   std::weak_ptr<McpServer> weak = st;
   mux.on_tools_changed([weak] {
     if (auto s = weak.lock()) s->tools_changed();
+  });
+  mux.on_list_changed([weak](const std::string& method) {
+    if (auto s = weak.lock()) s->list_changed(method);
   });
   auto& r = api.router();
   r.add("POST", "/mcp", [st](Request& req) { return post_mcp(st, req); });

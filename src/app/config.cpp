@@ -1,6 +1,8 @@
 // Top-level configuration: sections, overrides, substitution, validation.
 #include "agentd/app/config.hpp"
 
+#include <algorithm>
+
 namespace agentd::app {
 
 Config parse_config(const YAML::Node& root) {
@@ -43,7 +45,22 @@ Config parse_config(const YAML::Node& root) {
     for (const auto& cl : c.clients) names.push_back(cl.name);
     c.ai = ai::parse_config(*n, names);
   }
-  if (auto n = top.get("mcp")) c.mcp = mcp::parse_config(*n);
+  if (auto n = top.get("mcp")) {
+    std::vector<std::string> names;
+    for (const auto& cl : c.clients) names.push_back(cl.name);
+    c.mcp = mcp::parse_config(*n, names);
+    // Sampling goes through the AI routing layer: its model must be one it can route.
+    if (const auto& m = c.mcp.sampling.model; !m.empty()) {
+      bool alias = std::any_of(c.ai.models.begin(), c.ai.models.end(),
+                               [&](const ai::ModelAlias& a) { return a.name == m; });
+      auto slash = m.find('/');
+      bool direct = slash != std::string::npos && c.ai.provider(m.substr(0, slash));
+      if (!alias && !direct) {
+        n->child("sampling").child("model").fail(
+            "\"" + m + "\" is neither an ai.models alias nor <provider>/<model> of ai.providers");
+      }
+    }
+  }
   top.finish();
   return c;
 }

@@ -13,6 +13,7 @@
 #include "agentd/ai/gateway.hpp"
 #include "agentd/api/api.hpp"
 #include "agentd/api/mcp.hpp"
+#include "agentd/api/mcp_sampling.hpp"
 #include "agentd/api/openai.hpp"
 #include "agentd/mcp/multiplexer.hpp"
 #include "agentd/app/config.hpp"
@@ -115,7 +116,10 @@ int run(const Args& args) {
   });
 
   auto mux = mcp::make_multiplexer(io.get_executor(), config.mcp, *http_client, metrics);
-  api::add_mcp_routes(api, *mux);
+  if (!config.mcp.sampling.model.empty()) {
+    mux->set_sampler(api::make_sampler(*gateway, config.mcp.sampling));
+  }
+  api::add_mcp_routes(api, *mux, {config.mcp.serve.session_idle, config.mcp.serve.max_sessions});
   for (const auto& s : config.mcp.servers) {
     // Informational: one MCP server down does not take the instance out of rotation.
     api.add_readiness_check("mcp:" + s.name, [&mux, name = s.name]() -> api::ReadyState {

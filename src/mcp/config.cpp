@@ -3,6 +3,7 @@
 #include <set>
 
 #include "agentd/mcp/config.hpp"
+#include "agentd/mcp/policy.hpp"
 
 namespace agentd::mcp {
 namespace {
@@ -22,6 +23,15 @@ TransportKind parse_transport(const ConfigNode& node) {
   if (s == "streamable_http") return TransportKind::streamable_http;
   if (s == "sse") return TransportKind::sse;
   node.fail("expected stdio, streamable_http or sse, got \"" + s + "\"");
+}
+
+Limits parse_limits(const ConfigNode& node) {
+  node.expect_map();
+  Limits l;
+  l.rpm = node.get_int("rpm", 0, 0, 100'000'000);
+  l.concurrency = node.get_int("concurrency", 0, 0, 100'000);
+  node.finish();
+  return l;
 }
 
 ServerConfig parse_server(const ConfigNode& node, const std::string& separator) {
@@ -73,6 +83,8 @@ ServerConfig parse_server(const ConfigNode& node, const std::string& separator) 
   s.ping_interval = node.get_duration("ping_interval", s.ping_interval);
   s.tools = node.get_strings("tools");
   s.roots = node.get_strings("roots");
+  if (auto l = node.get("limits")) s.limits = parse_limits(*l);
+  s.sampling = node.get_bool("sampling", s.sampling);
   for (const auto& r : s.roots) {
     if (!r.starts_with("file://")) node.child("roots").fail("expected file:// URIs, got \"" + r + "\"");
   }
@@ -82,7 +94,7 @@ ServerConfig parse_server(const ConfigNode& node, const std::string& separator) 
 
 }  // namespace
 
-Config parse_config(const ConfigNode& node) {
+Config parse_config(const ConfigNode& node, const std::vector<std::string>& client_names) {
   node.expect_map();
   Config c;
   c.separator = node.get_string("separator", c.separator);
@@ -104,6 +116,51 @@ Config parse_config(const ConfigNode& node) {
       }
       c.servers.push_back(std::move(s));
     }
+  }
+  if (auto n = node.get("limits")) {
+    for (auto& [client, lim] : n->entries()) {
+      if (std::find(client_names.begin(), client_names.end(), client) == client_names.end()) {
+        n->child(client).fail("no client named \"" + client + "\" in clients");
+      }
+      lim.expect_map();
+      ClientLimits cl;
+      cl.limits.rpm = lim.get_int("rpm", 0, 0, 100'000'000);
+      cl.limits.concurrency = lim.get_int("concurrency", 0, 0, 100'000);
+      cl.call_timeout = lim.get_duration("call_timeout", cl.call_timeout);
+      lim.finish();
+      c.clients[client] = cl;
+    }
+  }
+  if (auto n = node.get("sampling")) {
+    n->expect_map();
+    c.sampling.model = n->get_string("model");
+    if (c.sampling.model.empty()) n->child("model").fail("required: the model (alias or provider/model) that answers sampling requests");
+    c.sampling.allow_hints = n->get_bool("allow_hints", c.sampling.allow_hints);
+    c.sampling.max_tokens = n->get_int("max_tokens", c.sampling.max_tokens, 1, 1'000'000);
+    n->finish();
+  }
+  if (auto n = node.get("elicitation")) {
+    auto mode = n->as_string();
+    if (mode == "relay") {
+      c.elicitation = ElicitationMode::relay;
+    } else if (mode == "decline") {
+      c.elicitation = ElicitationMode::decline;
+    } else {
+      n->fail("expected relay or decline, got \"" + mode + "\"");
+    }
+  }
+  if (auto n = node.get("serve")) {
+    n->expect_map();
+    c.serve.session_idle = n->get_duration("session_idle", c.serve.session_idle);
+    if (c.serve.session_idle.count() <= 0) n->child("session_idle").fail("must be positive");
+    c.serve.max_sessions = static_cast<std::size_t>(
+        n->get_int("max_sessions", static_cast<std::int64_t>(c.serve.max_sessions), 1, 10'000'000));
+    n->finish();
+  }
+  if (auto n = node.get("policies")) {
+    c.policy = std::make_shared<const ArgumentPolicy>(ArgumentPolicy::parse(*n));
+  } else {
+    c.policy = std::make_shared<const ArgumentPolicy>();
   }
   node.finish();
   return c;

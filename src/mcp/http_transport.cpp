@@ -408,6 +408,9 @@ struct State {
     bool found = false;
     for (auto& m : parsed.messages) {
       if (!answer_id.is_null() && http_detail::answers(m, answer_id)) found = true;
+      if (!answer_id.is_null() && m.contains("method") && m.contains("id")) {
+        m[kRelatedKey] = answer_id;  // a server request made while answering ours
+      }
       push(std::move(m));
     }
     return found;

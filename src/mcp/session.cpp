@@ -66,6 +66,13 @@ asio::awaitable<RpcResult<json>> Session::open() {
     }
   });
   json capabilities = {{"roots", {{"listChanged", false}}}};
+  if (handlers_.on_sampling) capabilities["sampling"] = json::object();
+  if (handlers_.elicitation) {
+    // 2025-11-25 split elicitation into form and url modes; older revisions know `{}` only.
+    capabilities["elicitation"] = protocol_version_ >= "2025-11-25"
+                                      ? json{{"form", json::object()}, {"url", json::object()}}
+                                      : json::object();
+  }
   json params = {{"protocolVersion", protocol_version_},
                  {"capabilities", capabilities},
                  {"clientInfo", {{"name", "agentd"}, {"version", AGENTD_VERSION}}}};
@@ -86,8 +93,8 @@ asio::awaitable<RpcResult<json>> Session::open() {
 
 asio::awaitable<RpcResult<json>> Session::request(std::string method, json params,
                                                   std::chrono::milliseconds timeout,
-                                                  std::function<void(const json&)> on_progress,
-                                                  std::shared_ptr<CancelToken> cancel) {
+                                                  RequestHooks hooks) {
+  auto cancel = hooks.cancel;
   if (closed_) {
     co_return RpcError{RpcError::kConnectionClosed, "server " + config_.name + " is not connected",
                        nullptr};
@@ -95,14 +102,15 @@ asio::awaitable<RpcResult<json>> Session::request(std::string method, json param
   auto id = next_id_++;
   auto w = std::make_shared<Waiter>(ex_);
   w->timer.expires_after(timeout);
+  w->method = method;
   std::string token;
-  if (on_progress) {
+  if (hooks.on_progress) {
     token = "agentd-" + std::to_string(id);
     if (!params.is_object()) params = json::object();
     params["_meta"]["progressToken"] = token;
-    w->on_progress = std::move(on_progress);
     progress_[token] = id;
   }
+  w->hooks = std::move(hooks);
   json msg = {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}};
   if (!params.is_null()) msg["params"] = std::move(params);
   pending_[id] = w;
@@ -190,6 +198,52 @@ void Session::answer(const json& id, RpcResult<json> result) {
   send_later(std::move(msg));
 }
 
+std::shared_ptr<Session::Waiter> Session::related_call(const json& tag) const {
+  // Streamable HTTP tells which of our requests a server request came with (the transport
+  // tags it); stdio does not, so a request is attributed to the only call in flight, if one.
+  if (auto ours = our_id(tag)) {
+    if (auto it = pending_.find(*ours); it != pending_.end()) return it->second;
+  }
+  std::shared_ptr<Waiter> only;
+  for (const auto& [key, w] : pending_) {
+    if (w->method != "tools/call" && w->method != "prompts/get" && w->method != "resources/read") {
+      continue;
+    }
+    if (only) return nullptr;  // several: ambiguous
+    only = w;
+  }
+  return only;
+}
+
+asio::awaitable<void> Session::serve_request(json id, std::string method, json params,
+                                             std::shared_ptr<Waiter> related) {
+  auto self = shared_from_this();
+  RpcResult<json> r = RpcError{};
+  try {
+    if (method == "sampling/createMessage") {
+      SamplingRequest req;
+      req.server = config_.name;
+      if (related) {
+        req.client = related->hooks.client;
+        req.request_id = related->hooks.request_id;
+      }
+      req.params = std::move(params);
+      r = co_await handlers_.on_sampling(std::move(req));
+    } else if (related && related->hooks.on_elicit && !related->outcome) {
+      r = co_await related->hooks.on_elicit(std::move(params));
+    } else {
+      spdlog::info("mcp[{}]: elicitation declined: {}", config_.name,
+                   related ? "the caller cannot answer questions"
+                           : "no single call in flight it belongs to");
+      r = json{{"action", "decline"}};
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("mcp[{}]: {} failed: {}", config_.name, method, e.what());
+    r = RpcError{RpcError::kInternal, "agentd failed to answer " + method, nullptr};
+  }
+  answer(id, std::move(r));
+}
+
 void Session::dispatch(json m) {
   if (!m.is_object()) return;
   auto method = m.find("method");
@@ -219,6 +273,10 @@ void Session::dispatch(json m) {
       json roots = json::array();
       for (const auto& r : config_.roots) roots.push_back({{"uri", r}});
       answer(*id, json{{"roots", roots}});
+    } else if ((name == "sampling/createMessage" && handlers_.on_sampling) ||
+               (name == "elicitation/create" && handlers_.elicitation)) {
+      auto related = related_call(m.contains(kRelatedKey) ? m[kRelatedKey] : json());
+      asio::co_spawn(ex_, serve_request(*id, name, params, std::move(related)), asio::detached);
     } else {
       answer(*id, RpcError{RpcError::kMethodNotFound,
                            "agentd does not offer " + name + " to upstream servers", nullptr});
@@ -231,13 +289,16 @@ void Session::dispatch(json m) {
     auto it = progress_.find(token_key(*token));
     if (it == progress_.end()) return;
     auto w = pending_.find(it->second);
-    if (w != pending_.end() && w->second->on_progress) {
+    if (w != pending_.end() && w->second->hooks.on_progress) {
       json p = params;
       p.erase("progressToken");
-      w->second->on_progress(p);
+      w->second->hooks.on_progress(p);
     }
   } else if (name == "notifications/tools/list_changed") {
     if (handlers_.on_tools_changed) handlers_.on_tools_changed();
+  } else if (name == "notifications/resources/list_changed" ||
+             name == "notifications/prompts/list_changed") {
+    if (handlers_.on_list_changed) handlers_.on_list_changed(name);
   } else if (name == "notifications/message") {
     spdlog::info("mcp[{}] log {}: {}", config_.name, params.value("level", std::string("info")),
                  params.contains("data") ? params["data"].dump() : std::string());

@@ -22,7 +22,23 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   struct Handlers {
     std::function<void()> on_tools_changed;
+    // notifications/resources/list_changed or notifications/prompts/list_changed
+    std::function<void(const std::string& method)> on_list_changed;
     std::function<void(const std::string& why)> on_closed;  // the transport died or was closed
+    // Set: agentd declares `sampling` and hands the server's sampling/createMessage to it.
+    Sampler on_sampling;
+    // True: agentd declares `elicitation` and relays the server's elicitation/create to the
+    // caller of the request it belongs to (RequestHooks::on_elicit), else declines it.
+    bool elicitation = false;
+  };
+
+  // What a caller attaches to one request.
+  struct RequestHooks {
+    std::function<void(const json&)> on_progress;
+    std::shared_ptr<CancelToken> cancel;
+    std::function<boost::asio::awaitable<RpcResult<json>>(json)> on_elicit;
+    std::string client;      // for sampling attribution and logs
+    std::string request_id;
   };
 
   Session(boost::asio::any_io_executor ex, const ServerConfig& config,
@@ -33,10 +49,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // server's InitializeResult.
   boost::asio::awaitable<RpcResult<json>> open();
   // One request; `timeout` bounds the wait (then notifications/cancelled goes upstream).
-  boost::asio::awaitable<RpcResult<json>> request(
-      std::string method, json params, std::chrono::milliseconds timeout,
-      std::function<void(const json&)> on_progress = {},
-      std::shared_ptr<CancelToken> cancel = nullptr);
+  boost::asio::awaitable<RpcResult<json>> request(std::string method, json params,
+                                                  std::chrono::milliseconds timeout,
+                                                  RequestHooks hooks);
+  // (Not a default argument: GCC 12 mis-destroys braced defaults inside co_await.)
+  boost::asio::awaitable<RpcResult<json>> request(std::string method, json params,
+                                                  std::chrono::milliseconds timeout) {
+    return request(std::move(method), std::move(params), timeout, RequestHooks());
+  }
   boost::asio::awaitable<void> notify(std::string method, json params = nullptr);
   boost::asio::awaitable<void> close();
 
@@ -49,11 +69,16 @@ class Session : public std::enable_shared_from_this<Session> {
     explicit Waiter(boost::asio::any_io_executor ex) : timer(ex) {}
     boost::asio::steady_timer timer;
     std::optional<RpcResult<json>> outcome;
-    std::function<void(const json&)> on_progress;
+    std::string method;
+    RequestHooks hooks;
   };
 
   boost::asio::awaitable<void> read_loop();
   void dispatch(json message);
+  // A request from the server (sampling, elicitation): answered from a coroutine of its own.
+  boost::asio::awaitable<void> serve_request(json id, std::string method, json params,
+                                             std::shared_ptr<Waiter> related);
+  std::shared_ptr<Waiter> related_call(const json& tag) const;
   void answer(const json& id, RpcResult<json> result);
   void finish(std::int64_t id, RpcResult<json> outcome);
   void fail_all(const std::string& why);

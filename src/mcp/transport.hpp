@@ -23,6 +23,10 @@ struct TransportError {
   std::string message;
 };
 
+// A transport may tag a server request with the id of our request it came with (Streamable
+// HTTP: it arrived on that request's event stream), under this key. Not a JSON-RPC member.
+inline constexpr const char* kRelatedKey = "agentd.related";
+
 template <class T>
 using TResult = boost::system::result<T, TransportError>;
 

@@ -44,13 +44,15 @@ mcp::ServerConfig everything() {
                       "stdio"});
 }
 
-// Runs `body(mux)` on a loop with the multiplexer started, with a hard time limit.
-template <class F>
-auto run(mcp::Config config, F body) {
+// Runs `body(mux)` on a loop with the multiplexer started (after `setup(mux)`: a sampler must
+// be set by then), with a hard time limit.
+template <class S, class F>
+auto run_with(mcp::Config config, S setup, F body) {
   asio::io_context io(1);
   core::Registry metrics;
   auto client = net::make_http_client(io.get_executor(), {}, metrics);
   auto mux = mcp::make_multiplexer(io.get_executor(), std::move(config), *client, metrics);
+  setup(*mux);
   mux->start();
   using R = typename decltype(body(*mux))::value_type;
   std::promise<R> out;
@@ -73,6 +75,12 @@ auto run(mcp::Config config, F body) {
   auto f = out.get_future();
   EXPECT_EQ(f.wait_for(0s), std::future_status::ready) << "test coroutine did not finish in time";
   return f.get();
+}
+
+// The same without a setup step.
+template <class F>
+auto run(mcp::Config config, F body) {
+  return run_with(std::move(config), [](mcp::Multiplexer&) {}, std::move(body));
 }
 
 asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
@@ -258,6 +266,219 @@ TEST(McpMux, LazyServersStartOnFirstUseAndFailuresAreClear) {
         (unknown ? "?" : std::to_string(unknown.error().code));
   });
   EXPECT_EQ(out, "idle | woke | -32000 | filtered | -32602 | -32602");
+}
+
+
+// --- resources, prompts, sampling, elicitation, limits, policies ---------------------------
+
+// Waits until the catalog lists `tool` (servers register some tools after initialize).
+asio::awaitable<bool> wait_tool(mcp::Multiplexer& m, std::string tool) {
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (has(names(m.tools(nullptr)), tool)) co_return true;
+    co_await sleep_for(50ms);
+  }
+  co_return false;
+}
+
+TEST(McpMux, ResourcesAndPromptsOfARealServerAreListedReadAndRouted) {
+  mcp::Config c;
+  c.servers = {everything()};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "everything", "ready")) co_return std::string("not ready");
+    std::string r;
+    auto resources = m.resources(nullptr);
+    bool static_doc = std::any_of(resources.begin(), resources.end(), [](const json& x) {
+      return x.value("uri", std::string()).starts_with("demo://resource/static/document/");
+    });
+    r += static_doc ? "static " : "no-static ";
+    auto templates = m.resource_templates(nullptr);
+    bool dyn = std::any_of(templates.begin(), templates.end(), [](const json& x) {
+      return x.value("uriTemplate", std::string()) == "demo://resource/dynamic/text/{resourceId}";
+    });
+    r += dyn ? "template " : "no-template ";
+    // A URI matched by a template is routed to its server.
+    auto read = co_await m.read_resource("demo://resource/dynamic/text/7", nullptr,
+                                         mcp::ToolCall(), nullptr);
+    r += read && read->contains("contents") &&
+                 (*read)["contents"][0].value("uri", std::string()) ==
+                     "demo://resource/dynamic/text/7"
+             ? "read "
+             : "unread(" + (read ? read->dump() : read.error().message) + ") ";
+    auto missing = co_await m.read_resource("nope://nothing", nullptr, mcp::ToolCall(), nullptr);
+    r += missing ? "found?! " : std::to_string(missing.error().code) + " ";
+    // A caller that may not see resources cannot read them either.
+    mcp::Visible none = [](const std::string&, const std::string&) { return false; };
+    auto hidden = co_await m.read_resource("demo://resource/dynamic/text/7", none,
+                                           mcp::ToolCall(), nullptr);
+    r += hidden ? "visible?! " : std::to_string(hidden.error().code) + " ";
+    auto prompts = names(m.prompts(nullptr));
+    r += has(prompts, "everything__simple-prompt") ? "prompt " : "no-prompt ";
+    r += m.prompts(none).empty() ? "filtered " : "unfiltered ";
+    auto got = co_await m.get_prompt("everything__simple-prompt", json(), mcp::ToolCall(), nullptr);
+    r += got && got->contains("messages") && !(*got)["messages"].empty() ? "got" : "not-got";
+    auto bad = co_await m.get_prompt("everything__no-such-prompt", json(), mcp::ToolCall(), nullptr);
+    r += bad ? " bad?!" : " " + std::to_string(bad.error().code);
+    co_return r;
+  });
+  EXPECT_EQ(out, "static template read -32002 -32002 prompt filtered got -32602");
+}
+
+asio::awaitable<mcp::RpcResult<json>> fake_sample(
+    std::shared_ptr<std::vector<mcp::SamplingRequest>> seen, mcp::SamplingRequest req) {
+  seen->push_back(std::move(req));
+  json result = {{"role", "assistant"},
+                 {"content", {{"type", "text"}, {"text", "sampled answer 42"}}},
+                 {"model", "fake-model"},
+                 {"stopReason", "endTurn"}};
+  co_return result;
+}
+
+asio::awaitable<mcp::RpcResult<json>> fake_elicit(std::shared_ptr<int> asked, json params) {
+  ++*asked;
+  bool schema = params.contains("requestedSchema");
+  json answer = {{"action", "accept"},
+                 {"content", {{"name", schema ? "Ada Lovelace" : "no schema"}, {"check", true}}}};
+  co_return answer;
+}
+
+TEST(McpMux, SamplingRequestsOfAServerGoToTheSamplerWithTheCallerNamed) {
+  mcp::Config c;
+  c.servers = {everything()};
+  auto seen = std::make_shared<std::vector<mcp::SamplingRequest>>();
+  auto setup = [seen](mcp::Multiplexer& m) {
+    m.set_sampler([seen](mcp::SamplingRequest req) { return fake_sample(seen, std::move(req)); });
+  };
+  auto out = run_with(c, setup, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_tool(m, "everything__trigger-sampling-request")) {
+      co_return std::string("no sampling tool (capability not declared?)");
+    }
+    mcp::ToolCall call;
+    call.client = "alice";
+    json a = {{"prompt", "hello"}, {"maxTokens", 50}};
+    auto r = co_await m.call_tool("everything__trigger-sampling-request", std::move(a), call,
+                                  nullptr);
+    co_return text_of(r);
+  });
+  EXPECT_NE(out.find("sampled answer 42"), std::string::npos) << out;
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ((*seen)[0].server, "everything");
+  EXPECT_EQ((*seen)[0].client, "alice");
+  EXPECT_EQ((*seen)[0].params.value("maxTokens", 0), 50);
+  EXPECT_NE((*seen)[0].params.dump().find("hello"), std::string::npos);
+}
+
+TEST(McpMux, WithoutASamplerSamplingIsNotOffered) {
+  mcp::Config c;
+  c.servers = {everything()};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "everything", "ready")) co_return std::string("not ready");
+    co_await sleep_for(500ms);  // time for tools registered after initialize
+    co_return has(names(m.tools(nullptr)), "everything__trigger-sampling-request")
+        ? std::string("offered")
+        : std::string("not offered");
+  });
+  EXPECT_EQ(out, "not offered");
+}
+
+asio::awaitable<std::string> elicit_twice(mcp::Multiplexer& m, std::shared_ptr<int> asked) {
+  if (!co_await wait_tool(m, "everything__trigger-elicitation-request")) {
+    co_return std::string("no elicitation tool");
+  }
+  mcp::ToolCall call;
+  call.on_elicit = [asked](json params) { return fake_elicit(asked, std::move(params)); };
+  auto accepted = co_await m.call_tool("everything__trigger-elicitation-request", json::object(),
+                                       call, nullptr);
+  auto declined = co_await m.call_tool("everything__trigger-elicitation-request", json::object(),
+                                       mcp::ToolCall(), nullptr);
+  co_return text_of(accepted) + "\n---\n" + text_of(declined);
+}
+
+TEST(McpMux, ElicitationIsRelayedToTheCallerOrDeclined) {
+  mcp::Config c;
+  c.servers = {everything()};
+  auto asked = std::make_shared<int>(0);
+  auto out = run(c, [asked](mcp::Multiplexer& m) { return elicit_twice(m, asked); });
+  EXPECT_EQ(*asked, 1);
+  EXPECT_NE(out.find("Ada Lovelace"), std::string::npos) << out;
+  EXPECT_NE(out.find("declined"), std::string::npos) << out;
+}
+
+TEST(McpMux, ElicitationModeDeclineDoesNotDeclareTheCapability) {
+  mcp::Config c;
+  c.servers = {everything()};
+  c.elicitation = mcp::ElicitationMode::decline;
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "everything", "ready")) co_return std::string("not ready");
+    co_await sleep_for(500ms);
+    co_return has(names(m.tools(nullptr)), "everything__trigger-elicitation-request")
+        ? std::string("offered")
+        : std::string("not offered");
+  });
+  EXPECT_EQ(out, "not offered");
+}
+
+TEST(McpMux, ServerConcurrencyQueuesCallsAndClientLimitsRefuseThem) {
+  mcp::Config c;
+  auto s = test_server();
+  s.limits.concurrency = 1;
+  c.servers = {s};
+  mcp::ClientLimits bob;
+  bob.limits.rpm = 3;
+  c.clients["bob"] = bob;
+  mcp::ClientLimits carol;
+  carol.limits.concurrency = 1;
+  c.clients["carol"] = carol;
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    if (!co_await wait_state(m, "test", "ready")) co_return std::string("not ready");
+    auto ex = co_await asio::this_coro::executor;
+    auto results = std::make_shared<std::vector<std::string>>();
+    auto sleeper = [](mcp::Multiplexer* mux, std::string cl, int d,
+                      std::shared_ptr<std::vector<std::string>> out) -> asio::awaitable<void> {
+      mcp::ToolCall call;
+      call.client = cl;
+      auto r = co_await mux->call_tool("test__sleep", args("ms", d), call, nullptr);
+      out->push_back(r ? text_of(r) : std::to_string(r.error().code));
+    };
+    std::string r;
+    // Server concurrency 1: the second call waits for the first, both succeed.
+    auto t0 = std::chrono::steady_clock::now();
+    auto done = std::make_shared<int>(0);
+    for (int i = 0; i < 2; ++i) {
+      asio::co_spawn(ex, sleeper(&m, "dave", 300, results),
+                     [done](std::exception_ptr) { ++*done; });
+    }
+    while (*done < 2) co_await sleep_for(20ms);
+    auto took = std::chrono::steady_clock::now() - t0;
+    r += (*results)[0] + "," + (*results)[1] + (took >= 580ms ? " queued" : " overlapped");
+    // Client concurrency 1: the second call at once is refused.
+    results->clear();
+    *done = 0;
+    for (int i = 0; i < 2; ++i) {
+      asio::co_spawn(ex, sleeper(&m, "carol", 200, results),
+                     [done](std::exception_ptr) { ++*done; });
+    }
+    while (*done < 2) co_await sleep_for(20ms);
+    std::sort(results->begin(), results->end());
+    r += " | " + (*results)[0] + "," + (*results)[1];
+    // Client rpm 3: the fourth call in the minute is refused, saying when to retry.
+    mcp::ToolCall call;
+    call.client = "bob";
+    std::string last;
+    for (int i = 0; i < 4; ++i) {
+      auto e = co_await m.call_tool("test__echo", args("text", "x"), call, nullptr);
+      if (!e) {
+        last = std::to_string(e.error().code) + " " +
+               (e.error().data.contains("retry_after_seconds") ? "retry" : "no-retry") + " " +
+               (e.error().message.find("bob") != std::string::npos ? "named" : "unnamed");
+      } else {
+        last = "ok" + std::to_string(i);
+      }
+    }
+    r += " | " + last;
+    co_return r;
+  });
+  EXPECT_EQ(out, "slept 300,slept 300 queued | -32004,slept 200 | -32004 retry named");
 }
 
 }  // namespace

@@ -74,11 +74,59 @@ class FakeMux : public mcp::Multiplexer {
     if (namespaced == "fs__fail") co_return text_result("the tool failed", true);
     if (namespaced == "fs__slow")
       co_return co_await slow(std::move(arguments), std::move(call), cancel);
+    if (namespaced == "fs__ask") {
+      // Asks the caller a question, like a server's elicitation/create during a call.
+      if (!call.on_elicit) co_return text_result("no one to ask: declined", false);
+      json question = {{"message", "Your name?"},
+                       {"requestedSchema",
+                        {{"type", "object"}, {"properties", {{"name", {{"type", "string"}}}}}}}};
+      auto answer = co_await call.on_elicit(std::move(question));
+      if (!answer) co_return answer.error();
+      co_return text_result("answer: " + answer->dump(), false);
+    }
     co_return mcp::RpcError{mcp::RpcError::kInvalidParams, "unknown tool", nullptr};
   }
 
   void on_tools_changed(std::function<void()> fn) override { listeners_.push_back(std::move(fn)); }
   std::vector<mcp::ServerStatus> status() const override { return {}; }
+
+  // fs has one resource, one template and one prompt; web has none.
+  std::vector<json> resources(const mcp::Visible& visible) const override {
+    if (!visible("fs", "resource:file:///srv/readme.md")) return {};
+    return {{{"uri", "file:///srv/readme.md"}, {"name", "readme"}, {"mimeType", "text/markdown"}}};
+  }
+  std::vector<json> resource_templates(const mcp::Visible& visible) const override {
+    if (!visible("fs", "resource:file:///srv/{path}")) return {};
+    return {{{"uriTemplate", "file:///srv/{path}"}, {"name", "files"}}};
+  }
+  std::vector<json> prompts(const mcp::Visible& visible) const override {
+    if (!visible("fs", "prompt:review")) return {};
+    return {{{"name", "fs__review"}, {"description", "review a file"}}};
+  }
+  asio::awaitable<mcp::RpcResult<json>> read_resource(const std::string& uri, mcp::Visible visible,
+                                                      mcp::ToolCall, std::shared_ptr<mcp::CancelToken>) override {
+    if (uri.starts_with("file:///srv/") && visible("fs", "resource:file:///srv/{path}")) {
+      json r = {{"contents", json::array({{{"uri", uri}, {"text", "# hello"}}})}};
+      co_return r;
+    }
+    co_return mcp::RpcError{mcp::RpcError::kResourceNotFound, "Resource not found: " + uri, nullptr};
+  }
+  asio::awaitable<mcp::RpcResult<json>> get_prompt(const std::string& namespaced, json arguments,
+                                                   mcp::ToolCall, std::shared_ptr<mcp::CancelToken>) override {
+    if (namespaced != "fs__review") {
+      co_return mcp::RpcError{mcp::RpcError::kInvalidParams, "unknown prompt", nullptr};
+    }
+    std::string file = arguments.is_object() ? arguments.value("file", std::string("?")) : "?";
+    json r = {{"messages", json::array({{{"role", "user"},
+                                         {"content", {{"type", "text"}, {"text", "review " + file}}}}})}};
+    co_return r;
+  }
+  void on_list_changed(std::function<void(const std::string&)> fn) override {
+    list_listeners_.push_back(std::move(fn));
+  }
+  void fire_list(const std::string& method) {
+    for (auto& fn : list_listeners_) fn(method);
+  }
 
   void fire() {
     for (auto& fn : listeners_) fn();
@@ -131,9 +179,10 @@ class FakeMux : public mcp::Multiplexer {
   }
 
   static inline const std::vector<std::pair<std::string, std::string>> kCatalog{
-      {"fs", "echo"}, {"fs", "slow"}, {"fs", "fail"}, {"web", "fetch"}};
+      {"fs", "echo"}, {"fs", "slow"}, {"fs", "fail"}, {"fs", "ask"}, {"web", "fetch"}};
   asio::any_io_executor ex_;
   std::vector<std::function<void()>> listeners_;
+  std::vector<std::function<void(const std::string&)>> list_listeners_;
 };
 
 // agentd's HTTP server with only the MCP routes, on its own loop thread.
@@ -161,6 +210,9 @@ class Agentd {
   FakeMux& mux() { return mux_; }
   void tools_changed() {
     asio::post(io_, [this] { mux_.fire(); });
+  }
+  void list_changed(std::string method) {
+    asio::post(io_, [this, method] { mux_.fire_list(method); });
   }
 
  private:
@@ -196,16 +248,17 @@ std::optional<HttpResponse> post(std::uint16_t port, const Hdrs& h, const std::s
   return request(port, "POST", "/mcp", h, body);
 }
 
-json init_params(const std::string& version) {
+json init_params(const std::string& version, const json& capabilities = json::object()) {
   return {{"protocolVersion", version},
-          {"capabilities", json::object()},
+          {"capabilities", capabilities},
           {"clientInfo", {{"name", "test"}, {"version", "1"}}}};
 }
 
 // initialize + notifications/initialized; the session id.
 std::string open_session(std::uint16_t port, const char* token,
-                         const std::string& version = "2025-06-18") {
-  auto r = post(port, headers(token), rpc(0, "initialize", init_params(version)).dump());
+                         const std::string& version = "2025-06-18",
+                         const json& capabilities = json::object()) {
+  auto r = post(port, headers(token), rpc(0, "initialize", init_params(version, capabilities)).dump());
   if (!r || r->status != 200) {
     ADD_FAILURE() << "initialize failed: " << (r ? r->body : "no answer");
     return {};
@@ -470,13 +523,10 @@ TEST(McpServer, FramingErrors) {
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 406);
 
-  // The catalog is tools only: empty resource and prompt lists.
-  auto resources = post(d.port(), h, rpc(9, "resources/list").dump());
-  ASSERT_TRUE(resources && resources->status == 200);
-  EXPECT_EQ(json::parse(resources->body)["result"]["resources"], json::array());
-  auto prompts = post(d.port(), h, rpc(10, "prompts/list").dump());
-  ASSERT_TRUE(prompts && prompts->status == 200);
-  EXPECT_EQ(json::parse(prompts->body)["result"]["prompts"], json::array());
+  // resources/subscribe is not offered (no `subscribe` capability): -32601 naming it.
+  auto subscribe = post(d.port(), h, rpc(9, "resources/subscribe", {{"uri", "x"}}).dump());
+  ASSERT_TRUE(subscribe && subscribe->status == 200);
+  EXPECT_EQ(json::parse(subscribe->body)["error"]["message"], "Method not found: resources/subscribe");
 }
 
 std::vector<std::string> tool_names(std::uint16_t port, const char* token) {
@@ -497,8 +547,9 @@ std::vector<std::string> tool_names(std::uint16_t port, const char* token) {
 TEST(McpServer, ToolsListIsFilteredByScopes) {
   Agentd d;
   using V = std::vector<std::string>;
-  EXPECT_EQ(tool_names(d.port(), kFull), (V{"fs__echo", "fs__slow", "fs__fail", "web__fetch"}));
-  EXPECT_EQ(tool_names(d.port(), kFsOnly), (V{"fs__echo", "fs__slow", "fs__fail"}));
+  EXPECT_EQ(tool_names(d.port(), kFull),
+            (V{"fs__echo", "fs__slow", "fs__fail", "fs__ask", "web__fetch"}));
+  EXPECT_EQ(tool_names(d.port(), kFsOnly), (V{"fs__echo", "fs__slow", "fs__fail", "fs__ask"}));
   EXPECT_EQ(tool_names(d.port(), kWebOnly), (V{"web__fetch"}));
 }
 
@@ -857,7 +908,132 @@ TEST(McpServer, AClientAcceptingOnlyEventStreamsGetsStreamedAnswers) {
   auto events = parse_events(list->body);
   ASSERT_EQ(events.size(), 1u);
   EXPECT_FALSE(events[0].id.empty());
-  EXPECT_EQ(json::parse(events[0].data)["result"]["tools"].size(), 4u);
+  EXPECT_EQ(json::parse(events[0].data)["result"]["tools"].size(), 5u);
+}
+
+}  // namespace
+}  // namespace agentd::test
+
+namespace agentd::test {
+namespace {
+
+TEST(McpServer, ResourcesAndPromptsAreServedAndFilteredByScopes) {
+  Agentd d;
+  auto r = post(d.port(), headers(kFull), rpc(1, "initialize", init_params("2025-06-18")).dump());
+  ASSERT_TRUE(r && r->status == 200);
+  auto caps = json::parse(r->body)["result"]["capabilities"];
+  EXPECT_EQ(caps["resources"]["listChanged"], true);
+  EXPECT_EQ(caps["prompts"]["listChanged"], true);
+
+  auto fs = open_session(d.port(), kFsOnly);
+  auto list = post(d.port(), headers(kFsOnly, fs), rpc(2, "resources/list").dump());
+  ASSERT_TRUE(list && list->status == 200);
+  EXPECT_EQ(json::parse(list->body)["result"]["resources"][0]["uri"], "file:///srv/readme.md");
+  auto tpl = post(d.port(), headers(kFsOnly, fs), rpc(3, "resources/templates/list").dump());
+  EXPECT_EQ(json::parse(tpl->body)["result"]["resourceTemplates"][0]["uriTemplate"],
+            "file:///srv/{path}");
+  auto read = post(d.port(), headers(kFsOnly, fs),
+                   rpc(4, "resources/read", {{"uri", "file:///srv/a.txt"}}).dump());
+  EXPECT_EQ(json::parse(read->body)["result"]["contents"][0]["text"], "# hello");
+  auto prompts = post(d.port(), headers(kFsOnly, fs), rpc(5, "prompts/list").dump());
+  EXPECT_EQ(json::parse(prompts->body)["result"]["prompts"][0]["name"], "fs__review");
+  auto got = post(d.port(), headers(kFsOnly, fs),
+                  rpc(6, "prompts/get", {{"name", "fs__review"}, {"arguments", {{"file", "a.c"}}}})
+                      .dump());
+  EXPECT_EQ(json::parse(got->body)["result"]["messages"][0]["content"]["text"], "review a.c");
+  auto bad = post(d.port(), headers(kFsOnly, fs), rpc(7, "resources/read", json::object()).dump());
+  EXPECT_EQ(json::parse(bad->body)["error"]["code"], -32602);
+
+  // web may call web__fetch only: no resources, no prompts, and reading or getting fails.
+  auto web = open_session(d.port(), kWebOnly);
+  auto none = post(d.port(), headers(kWebOnly, web), rpc(8, "resources/list").dump());
+  EXPECT_TRUE(json::parse(none->body)["result"]["resources"].empty());
+  auto no_prompts = post(d.port(), headers(kWebOnly, web), rpc(9, "prompts/list").dump());
+  EXPECT_TRUE(json::parse(no_prompts->body)["result"]["prompts"].empty());
+  auto denied = post(d.port(), headers(kWebOnly, web),
+                     rpc(10, "resources/read", {{"uri", "file:///srv/a.txt"}}).dump());
+  EXPECT_EQ(json::parse(denied->body)["error"]["code"], -32002);
+  auto hidden = post(d.port(), headers(kWebOnly, web),
+                     rpc(11, "prompts/get", {{"name", "fs__review"}}).dump());
+  EXPECT_EQ(json::parse(hidden->body)["error"]["code"], -32602);
+  EXPECT_EQ(json::parse(hidden->body)["error"]["message"], "Unknown prompt: fs__review");
+}
+
+TEST(McpServer, ResourceAndPromptListChangesReachTheGetStream) {
+  Agentd d;
+  auto session = open_session(d.port(), kFull);
+  std::string get = "GET /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kFull) +
+                    "\r\nAccept: text/event-stream\r\nMcp-Session-Id: " + session + "\r\n\r\n";
+  EventReader stream(d.port(), get);
+  ASSERT_TRUE(stream.head && stream.head->status == 200);
+  d.list_changed("notifications/resources/list_changed");
+  d.list_changed("notifications/prompts/list_changed");
+  EXPECT_TRUE(stream.until([](const auto& ev) {
+    return has_method(ev, "notifications/resources/list_changed") &&
+           has_method(ev, "notifications/prompts/list_changed");
+  }));
+}
+
+TEST(McpServer, ElicitationIsRelayedToAClientThatDeclaredIt) {
+  Agentd d;
+  auto session = open_session(d.port(), kFull, "2025-06-18", {{"elicitation", json::object()}});
+  // No progress token: the call still becomes a stream, since the client may be asked.
+  auto body = rpc(21, "tools/call", {{"name", "fs__ask"}, {"arguments", json::object()}}).dump();
+  std::string req = "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kFull) +
+                    "\r\nAccept: " + kBoth + "\r\nContent-Type: application/json\r\n"
+                    "Mcp-Session-Id: " + session + "\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\n\r\n" + body;
+  EventReader call(d.port(), req);
+  ASSERT_TRUE(call.head && call.head->status == 200);
+  ASSERT_TRUE(call.until([](const auto& ev) { return has_method(ev, "elicitation/create"); }));
+  json asked;
+  for (const auto& m : messages(call.events)) {
+    if (m.value("method", std::string()) == "elicitation/create") asked = m;
+  }
+  ASSERT_TRUE(asked.contains("id"));
+  EXPECT_EQ(asked["params"]["message"], "Your name?");
+  json response = {{"jsonrpc", "2.0"},
+                   {"id", asked["id"]},
+                   {"result", {{"action", "accept"}, {"content", {{"name", "Ada"}}}}}};
+  auto ack = post(d.port(), headers(kFull, session), response.dump());
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->status, 202);
+  ASSERT_TRUE(call.until([](const auto& ev) { return has_response(ev); }));
+  json result;
+  for (const auto& m : messages(call.events)) {
+    if (m.contains("result")) result = m;
+  }
+  EXPECT_EQ(result["id"], 21);
+  auto text = result["result"]["content"][0]["text"].get<std::string>();
+  EXPECT_NE(text.find("\"accept\""), std::string::npos) << text;
+  EXPECT_NE(text.find("Ada"), std::string::npos) << text;
+}
+
+TEST(McpServer, AClientThatDidNotDeclareElicitationIsNotAsked) {
+  Agentd d;
+  auto session = open_session(d.port(), kFull);
+  auto r = post(d.port(), headers(kFull, session),
+                rpc(22, "tools/call", {{"name", "fs__ask"}, {"arguments", json::object()}}).dump());
+  ASSERT_TRUE(r && r->status == 200);
+  EXPECT_EQ(r->header("content-type"), "application/json");
+  EXPECT_EQ(json::parse(r->body)["result"]["content"][0]["text"], "no one to ask: declined");
+}
+
+TEST(McpServer, AnElicitationUnansweredWhenTheSessionEndsIsCancelled) {
+  Agentd d;
+  auto session = open_session(d.port(), kFull, "2025-11-25", {{"elicitation", {{"form", json::object()}}}});
+  auto body = rpc(23, "tools/call", {{"name", "fs__ask"}, {"arguments", json::object()}}).dump();
+  std::string req = "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kFull) +
+                    "\r\nAccept: " + kBoth + "\r\nContent-Type: application/json\r\n"
+                    "Mcp-Session-Id: " + session + "\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  EventReader call(d.port(), req);
+  ASSERT_TRUE(call.until([](const auto& ev) { return has_method(ev, "elicitation/create"); }));
+  Hdrs h = headers(kFull, session);
+  auto del = request(d.port(), "DELETE", "/mcp", h, "");
+  ASSERT_TRUE(del && del->status == 204);
+  EXPECT_TRUE(call.wait_end());
+  EXPECT_FALSE(has_response(call.events));  // the call was withdrawn with its session
 }
 
 }  // namespace

@@ -36,6 +36,8 @@ struct RpcError {
   static constexpr int kConnectionClosed = -32000;  // the upstream went away mid-call
   static constexpr int kRequestTimeout = -32001;    // the upstream did not answer in time
   static constexpr int kForbidden = -32003;         // agentd's policy refused the call
+  static constexpr int kLimited = -32004;           // a rate or concurrency limit refused it
+  static constexpr int kResourceNotFound = -32002;  // MCP's code for resources/read
 };
 
 template <class T>
@@ -49,7 +51,25 @@ struct ToolCall {
   // Progress from upstream (`notifications/progress` params without the token), when the
   // caller wants it. Called on the loop thread.
   std::function<void(const json& progress)> on_progress;
+  // The upstream asked for user input during this call (`elicitation/create` params as sent):
+  // returns the ElicitResult to relay back (`{action: accept|decline|cancel, content?}`) or an
+  // error. Unset: agentd declines for the caller.
+  std::function<boost::asio::awaitable<RpcResult<json>>(json params)> on_elicit;
 };
+
+// An upstream server's sampling/createMessage, for the AI routing layer to answer.
+struct SamplingRequest {
+  std::string server;   // who asks
+  std::string client;   // the caller of the tool call it belongs to, when agentd can tell
+  std::string request_id;
+  json params;          // CreateMessageRequest params as sent
+};
+// Returns a CreateMessageResult, or an error sent back to the server.
+using Sampler = std::function<boost::asio::awaitable<RpcResult<json>>(SamplingRequest)>;
+
+// Which catalog entries a caller may see: (server, name), where name is an upstream tool's
+// name, "prompt:<name>" for a prompt or "resource:<uri>" for a resource or template.
+using Visible = std::function<bool(const std::string& server, const std::string& name)>;
 
 // Lets a caller abandon a call in flight (a client's notifications/cancelled, a closed
 // stream): the upstream gets notifications/cancelled and the call returns
@@ -100,6 +120,28 @@ class Multiplexer {
   // Called (on the loop) whenever the catalog changes: a server came up or went down, or sent
   // notifications/tools/list_changed.
   virtual void on_tools_changed(std::function<void()> fn) = 0;
+
+  // Resources and resource templates of the ready servers, URIs as the servers gave them
+  // (a read is routed to the server that listed the URI or whose template matches it).
+  virtual std::vector<json> resources(const Visible&) const { return {}; }
+  virtual std::vector<json> resource_templates(const Visible&) const { return {}; }
+  // Prompts under namespaced names, like tools.
+  virtual std::vector<json> prompts(const Visible&) const { return {}; }
+  virtual boost::asio::awaitable<RpcResult<json>> read_resource(const std::string& uri,
+                                                                Visible /*visible*/, ToolCall /*call*/,
+                                                                std::shared_ptr<CancelToken> /*cancel*/) {
+    co_return RpcError{RpcError::kResourceNotFound, "Resource not found: " + uri, nullptr};
+  }
+  virtual boost::asio::awaitable<RpcResult<json>> get_prompt(const std::string& namespaced,
+                                                             json /*arguments*/, ToolCall /*call*/,
+                                                             std::shared_ptr<CancelToken> /*cancel*/) {
+    co_return RpcError{RpcError::kInvalidParams, "unknown prompt \"" + namespaced + "\"", nullptr};
+  }
+  // `method` is notifications/resources/list_changed or notifications/prompts/list_changed.
+  virtual void on_list_changed(std::function<void(const std::string& method)>) {}
+  // Sampling requests from upstream servers go to `sampler` (agentd then declares the
+  // sampling capability to servers started afterwards). Unset: -32601 to the server.
+  virtual void set_sampler(Sampler) {}
   virtual std::vector<ServerStatus> status() const = 0;
 };
 
