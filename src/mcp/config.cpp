@@ -76,6 +76,19 @@ ServerConfig parse_server(const ConfigNode& node, const std::string& separator) 
     for (const char* k : {"command", "args", "env", "cwd"}) {
       if (node.get(k)) node.child(k).fail("only for stdio servers");
     }
+    if (auto e = node.get("era")) {
+      if (s.transport != TransportKind::streamable_http) e->fail("only for streamable_http servers");
+      auto v = e->as_string();
+      if (v == "detect") {
+        s.era = Era::detect;
+      } else if (v == "stateful") {
+        s.era = Era::stateful;
+      } else if (v == "stateless") {
+        s.era = Era::stateless;
+      } else {
+        e->fail("expected detect, stateful or stateless, got \"" + v + "\"");
+      }
+    }
   }
   s.lazy = node.get_bool("lazy", s.lazy);
   s.init_timeout = node.get_duration("init_timeout", s.init_timeout);

@@ -2,8 +2,10 @@
 // (2025-03-26 and later) and the legacy HTTP+SSE transport (2024-11-05).
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -255,6 +257,59 @@ std::chrono::milliseconds reconnect_delay(int attempt, std::optional<int> retry_
   return retry ? std::max(d, *retry) : d;
 }
 
+std::string header_safe(std::string_view value) {
+  bool plain = !value.empty() && value.front() != ' ' && value.back() != ' ' &&
+               std::all_of(value.begin(), value.end(), [](char c) { return c >= 0x20 && c <= 0x7E; }) &&
+               !(value.starts_with("=?base64?") && value.ends_with("?="));
+  if (plain) return std::string(value);
+  std::string out((value.size() + 2) / 3 * 4 + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(value.data()),
+                          static_cast<int>(value.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return "=?base64?" + out + "?=";
+}
+
+EraVerdict classify_discover(int status, const std::vector<json>& messages, const json& probe_id) {
+  EraVerdict v;
+  if (status == 401 || status == 403) {
+    v.why = "server/discover was refused with " + std::to_string(status) +
+            " (check the server's headers/credentials)";
+    return v;
+  }
+  if (status >= 500) {
+    v.why = "server/discover answered " + std::to_string(status);
+    return v;
+  }
+  const json* answer = nullptr;
+  for (const auto& m : messages) {
+    if (answers(m, probe_id)) answer = &m;
+  }
+  if (!answer) {
+    // A 4xx without a JSON-RPC answer is a server that does not know the method or the era.
+    if (status >= 400) {
+      v.kind = EraVerdict::stateful;
+    } else {
+      v.why = "server/discover answered " + std::to_string(status) + " without a JSON-RPC response";
+    }
+    return v;
+  }
+  if (auto r = answer->find("result"); r != answer->end() && r->is_object()) {
+    auto versions = r->find("supportedVersions");
+    if (versions != r->end() && versions->is_array() &&
+        std::find(versions->begin(), versions->end(), json(kStatelessVersion)) != versions->end()) {
+      v.kind = EraVerdict::stateless;
+      v.discover = *r;
+      return v;
+    }
+  }
+  // -32022 lists the versions the server takes; only ours would make it stateless, and we
+  // asked for ours. Any other error (-32601, "Server not initialized", a missing session...)
+  // comes from a stateful-era server.
+  v.kind = EraVerdict::stateful;
+  return v;
+}
+
 }  // namespace http_detail
 
 // ---------------------------------------------------------------------------------------------
@@ -264,6 +319,7 @@ namespace {
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
+using namespace boost::asio::experimental::awaitable_operators;
 using http_detail::PostAnswer;
 using std::chrono::milliseconds;
 
@@ -353,6 +409,13 @@ struct State {
   std::string protocol_version;
   bool get_started = false;
   bool session_lost = false;
+  // The stateless 2026-07-28 revision: no session; every request carries the _meta envelope.
+  bool probed = false;
+  bool stateless = false;
+  json client_capabilities = json::object();
+  json client_info = json::object();
+  std::map<std::string, std::uint64_t> call_streams;  // request id (dumped) → tracked stream
+  std::map<std::string, asio::steady_timer*> call_aborts;  // requests still waiting for headers
   // Legacy HTTP+SSE
   bool started = false;
   std::string endpoint;
@@ -368,6 +431,7 @@ struct State {
   void untrack(std::uint64_t id) { streams.erase(id); }
 
   void stop_background() {
+    for (auto& [id, t] : call_aborts) t->cancel();
     for (auto& [id, s] : streams) s->cancel();
     for (auto* t : naps) t->cancel();
     endpoint_wait.cancel();
@@ -438,6 +502,29 @@ struct State {
     r.timeouts = t;
     for (const auto& h : config.headers) r.headers.add(h.name, h.value);
     return r;
+  }
+
+  // 2026-07-28: the per-request envelope in params._meta, and the headers that mirror it.
+  void add_envelope(json& message) const {
+    json& params = message["params"];
+    if (!params.is_object()) params = json::object();
+    json& meta = params["_meta"];
+    if (!meta.is_object()) meta = json::object();
+    meta["io.modelcontextprotocol/protocolVersion"] = http_detail::kStatelessVersion;
+    meta["io.modelcontextprotocol/clientCapabilities"] = client_capabilities;
+    meta["io.modelcontextprotocol/clientInfo"] = client_info;
+  }
+  static void add_stateless_headers(net::ClientRequest& r, const json& message) {
+    auto method = message.value("method", std::string());
+    r.headers.set("MCP-Protocol-Version", http_detail::kStatelessVersion);
+    r.headers.set("Mcp-Method", method);
+    const json& p = message.contains("params") ? message["params"] : json();
+    const char* key = method == "resources/read"                              ? "uri"
+                      : (method == "tools/call" || method == "prompts/get") ? "name"
+                                                                            : nullptr;
+    if (key && p.is_object() && p.contains(key) && p[key].is_string()) {
+      r.headers.set("Mcp-Name", http_detail::header_safe(p[key].get_ref<const std::string&>()));
+    }
   }
 
   // Mcp-Session-Id and MCP-Protocol-Version, once known.
@@ -565,13 +652,19 @@ asio::awaitable<void> follow_post_stream(std::shared_ptr<State> s,
   for (;;) {
     if (stream) {
       auto token = s->track(stream);
+      // 2026-07-28 cancels a request by closing its response stream.
+      const auto key = request_id.dump();
+      if (s->stateless && !request_id.is_null()) s->call_streams[key] = token;
       net::SseParser parser;
       auto end = co_await pump(*stream, parser, [&](const net::SseEvent& e) {
         if (e.retry_ms) retry = *e.retry_ms;
-        if (e.event != "message") return;
+        if (e.event != "message" && !e.event.empty()) return;
         if (s->deliver(e.data, request_id)) answer_seen = true;
       });
       s->untrack(token);
+      if (auto it = s->call_streams.find(key); it != s->call_streams.end() && it->second == token) {
+        s->call_streams.erase(it);
+      }
       if (!parser.last_event_id().empty() && parser.last_event_id() != last_id) {
         last_id = parser.last_event_id();
         attempts = 0;
@@ -701,6 +794,211 @@ asio::awaitable<void> listen_get(std::shared_ptr<State> s) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The stateless 2026-07-28 revision.
+
+// The JSON-RPC messages of a whole answer body, JSON or an event stream.
+std::vector<json> body_messages(std::string_view content_type, const std::string& body) {
+  std::vector<json> out;
+  auto take = [&](std::string_view text) {
+    for (auto& m : http_detail::parse_messages(text).messages) out.push_back(std::move(m));
+  };
+  if (http_detail::media_type(content_type) == "text/event-stream") {
+    net::SseParser parser;
+    for (const auto& e : parser.feed(body)) take(e.data);
+    for (const auto& e : parser.feed("\n\n")) take(e.data);  // an unterminated last event
+  } else {
+    take(body);
+  }
+  return out;
+}
+
+// Probes with server/discover: the DiscoverResult of a stateless server, nullopt for a
+// stateful-era one, or an error (no evidence either way: the caller retries later).
+asio::awaitable<TResult<std::optional<json>>> probe_era(std::shared_ptr<State> s) {
+  json probe = {{"jsonrpc", "2.0"}, {"id", "agentd-discover"}, {"method", "server/discover"}};
+  s->add_envelope(probe);
+  auto req = s->request("POST", s->config.url, exchange_timeouts(s->config.init_timeout));
+  req.headers.set("Content-Type", "application/json");
+  req.headers.set("Accept", "application/json, text/event-stream");
+  State::add_stateless_headers(req, probe);
+  req.body = probe.dump();
+  auto r = co_await s->client.request(std::move(req));
+  if (s->closed) co_return *s->unusable();
+  if (!r) {
+    co_return TransportError{"server/discover to " + s->config.url +
+                             " failed: " + net::describe(r.error())};
+  }
+  auto type = r->headers.get("content-type").value_or("");
+  auto verdict =
+      http_detail::classify_discover(r->status, body_messages(type, r->body), probe["id"]);
+  switch (verdict.kind) {
+    case http_detail::EraVerdict::stateless:
+      co_return std::optional<json>(std::move(verdict.discover));
+    case http_detail::EraVerdict::stateful:
+      co_return std::optional<json>();
+    case http_detail::EraVerdict::error:
+      break;
+  }
+  co_return TransportError{s->config.url + ": " + verdict.why};
+}
+
+// The InitializeResult agentd's session expects, made from a DiscoverResult.
+json initialize_result(const json& id, const json& discover) {
+  json info = json::object();
+  if (auto m = discover.find("_meta"); m != discover.end() && m->is_object()) {
+    info = m->value("io.modelcontextprotocol/serverInfo", json::object());
+  }
+  json result = {{"protocolVersion", http_detail::kStatelessVersion},
+                 {"capabilities", discover.value("capabilities", json::object())},
+                 {"serverInfo", std::move(info)}};
+  if (discover.contains("instructions")) result["instructions"] = discover["instructions"];
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}};
+}
+
+// 2026-07-28 has no GET stream: list changes come on a long-lived subscriptions/listen POST.
+// Reconnects with backoff; stops when the server does not offer it.
+asio::awaitable<void> listen_stateless(std::shared_ptr<State> s) {
+  int failures = 0;
+  std::uint64_t round = 0;
+  while (!s->stopped()) {
+    json filter = {{"toolsListChanged", true},
+                   {"promptsListChanged", true},
+                   {"resourcesListChanged", true}};
+    json listen = {{"jsonrpc", "2.0"},
+                   {"id", "agentd-listen-" + std::to_string(++round)},
+                   {"method", "subscriptions/listen"},
+                   {"params", {{"notifications", std::move(filter)}}}};
+    s->add_envelope(listen);
+    auto req = s->request("POST", s->config.url, stream_timeouts(s->config.call_timeout));
+    req.headers.set("Content-Type", "application/json");
+    req.headers.set("Accept", "application/json, text/event-stream");
+    State::add_stateless_headers(req, listen);
+    req.body = listen.dump();
+    auto opened = co_await s->client.open(std::move(req));
+    if (s->stopped()) {
+      if (opened) (*opened)->cancel();
+      co_return;
+    }
+    std::string why;
+    if (!opened) {
+      why = net::describe(opened.error());
+    } else {
+      std::shared_ptr<net::ClientStream> stream = std::move(*opened);
+      int status = stream->status();
+      if (status / 100 != 2 || !is_event_stream(*stream)) {
+        auto body = co_await read_some_of(*stream);
+        if (status == 404 || status == 405 || body.find("-32601") != std::string::npos) {
+          spdlog::debug("mcp[{}]: {} offers no subscriptions/listen", s->name(), s->label);
+          co_return;
+        }
+        why = "subscriptions/listen " + answer_text(status, body);
+      } else {
+        auto token = s->track(stream);
+        net::SseParser parser;
+        bool got_any = false;
+        auto end = co_await pump(*stream, parser, [&](const net::SseEvent& e) {
+          got_any = true;
+          // Notifications only; the acknowledgement and the final result are for us.
+          for (auto& m : http_detail::parse_messages(e.data).messages) {
+            if (m.contains("method") && !m.contains("id") &&
+                m["method"] != "notifications/subscriptions/acknowledged") {
+              s->push(std::move(m));
+            }
+          }
+        });
+        s->untrack(token);
+        if (s->stopped()) co_return;
+        if (got_any) failures = 0;
+        why = end ? net::describe(*end) : "the server ended it";
+      }
+    }
+    if (++failures > kMaxGetFailures) {
+      spdlog::warn("mcp[{}]: giving up subscriptions/listen at {} after {} attempts: {}",
+                   s->name(), s->label, kMaxGetFailures, why);
+      co_return;
+    }
+    auto delay = http_detail::reconnect_delay(failures - 1, std::nullopt, kBackoffBase, kBackoffCap);
+    spdlog::debug("mcp[{}]: subscriptions/listen of {} ended ({}); again in {}ms", s->name(),
+                  s->label, why, delay.count());
+    if (!co_await s->nap(delay)) co_return;
+  }
+}
+
+// One message in the stateless era. Notifications have no HTTP meaning there except
+// notifications/cancelled, which becomes closing that request's response.
+asio::awaitable<TResult<void>> send_stateless(std::shared_ptr<State> s, json message) {
+  std::string method = message.value("method", std::string());
+  json request_id = message.contains("id") && message.contains("method") ? message["id"] : json();
+  if (request_id.is_null()) {
+    if (method == "notifications/cancelled" && message.contains("params") &&
+        message["params"].is_object() && message["params"].contains("requestId")) {
+      auto key = message["params"]["requestId"].dump();
+      if (auto it = s->call_streams.find(key); it != s->call_streams.end()) {
+        if (auto st = s->streams.find(it->second); st != s->streams.end()) st->second->cancel();
+      }
+      if (auto it = s->call_aborts.find(key); it != s->call_aborts.end()) it->second->cancel();
+    }
+    co_return ok();  // initialized, responses to server requests: nothing to send
+  }
+  // `ping` is gone in 2026-07-28; server/discover is the cheap liveness check.
+  if (method == "ping") message["method"] = method = "server/discover";
+  s->add_envelope(message);
+  auto limit = s->config.call_timeout;
+  auto req = s->request("POST", s->config.url, exchange_timeouts(limit));
+  req.headers.set("Content-Type", "application/json");
+  req.headers.set("Accept", "application/json, text/event-stream");
+  State::add_stateless_headers(req, message);
+  req.body = message.dump(-1, ' ', false, json::error_handler_t::replace);
+  // A JSON answer comes with its headers, so the wait for them can be long: a cancel before
+  // they arrive abandons the connection (closing it is how 2026-07-28 cancels).
+  const auto key = request_id.dump();
+  asio::steady_timer abort(s->ex, asio::steady_timer::time_point::max());
+  s->call_aborts[key] = &abort;
+  auto raced = co_await (s->client.open(std::move(req)) || abort.async_wait(kTuple));
+  s->call_aborts.erase(key);
+  if (raced.index() == 1) co_return ok();  // cancelled: the caller has its answer already
+  auto opened = std::get<0>(std::move(raced));
+  if (s->closed) {
+    if (opened) (*opened)->cancel();
+    co_return *s->unusable();
+  }
+  if (!opened) {
+    co_return TransportError{"POST to " + s->config.url +
+                             " failed: " + net::describe(opened.error())};
+  }
+  std::shared_ptr<net::ClientStream> stream = std::move(*opened);
+  const int status = stream->status();
+  auto type = stream->headers().get("content-type").value_or("");
+  if (status / 100 == 2 && is_event_stream(*stream)) {
+    spawn(s, follow_post_stream(s, std::move(stream), request_id, limit), "event stream");
+    co_return ok();
+  }
+  // A JSON answer, including the JSON-RPC errors that come with 4xx statuses (404 -32601,
+  // 400 -32020...): read it while the stream stays cancellable.
+  auto token = s->track(stream);
+  s->call_streams[key] = token;
+  auto body = co_await stream->read_all();
+  s->untrack(token);
+  s->call_streams.erase(key);
+  if (s->closed) co_return *s->unusable();
+  if (!body) {
+    json error = {{"code", kConnectionClosed},
+                  {"message", "the response was lost: " + net::describe(body.error())}};
+    s->push(json{{"jsonrpc", "2.0"}, {"id", request_id}, {"error", std::move(error)}});
+    co_return ok();
+  }
+  bool answered = false;
+  for (auto& m : body_messages(type, *body)) {
+    if (http_detail::answers(m, request_id)) answered = true;
+    s->push(std::move(m));
+  }
+  if (!answered) {
+    co_return TransportError{"POST to " + s->config.url + " " + answer_text(status, *body)};
+  }
+  co_return ok();
+}
+
 class HttpTransport final : public Transport {
  public:
   HttpTransport(asio::any_io_executor ex, const ServerConfig& config, net::HttpClient& client)
@@ -734,6 +1032,31 @@ class HttpTransport final : public Transport {
     }
     const bool initialize = method == "initialize";
     const bool is_request = !request_id.is_null();
+    if (initialize && !s->probed && s->config.era != Era::stateful) {
+      // Which era? server/discover answers it (and is all a stateless server needs).
+      s->probed = true;
+      if (const json& p = message.value("params", json::object()); p.is_object()) {
+        s->client_capabilities = p.value("capabilities", json::object());
+        s->client_info = p.value("clientInfo", json::object());
+      }
+      auto verdict = co_await probe_era(s);
+      if (!verdict) co_return verdict.error();
+      if (*verdict) {
+        s->stateless = true;
+        s->protocol_version = http_detail::kStatelessVersion;
+        spdlog::debug("mcp[{}]: {} speaks {} (stateless)", s->name(), s->label,
+                      http_detail::kStatelessVersion);
+        s->push(initialize_result(request_id, **verdict));
+        spawn(s, listen_stateless(s), "subscriptions/listen");
+        co_return ok();
+      }
+      if (s->config.era == Era::stateless) {
+        co_return TransportError{s->config.url + " does not speak " +
+                                 std::string(http_detail::kStatelessVersion) +
+                                 " (era: stateless is configured)"};
+      }
+    }
+    if (s->stateless) co_return co_await send_stateless(s, std::move(message));
     auto limit = initialize ? s->config.init_timeout : s->config.call_timeout;
     auto req = s->request("POST", s->config.url, exchange_timeouts(limit));
     // A new session starts without a session id.

@@ -71,4 +71,24 @@ std::chrono::milliseconds reconnect_delay(int attempt, std::optional<int> retry_
                                           std::chrono::milliseconds base,
                                           std::chrono::milliseconds cap);
 
+// --- the stateless 2026-07-28 revision -----------------------------------------------------
+
+inline constexpr const char* kStatelessVersion = "2026-07-28";
+
+// A value for Mcp-Name: as is when it is plain visible ASCII without surrounding spaces, else
+// `=?base64?<base64 of the UTF-8>?=` (also when the value itself looks like that sentinel).
+std::string header_safe(std::string_view value);
+
+// What the answer to a server/discover probe says about the server.
+struct EraVerdict {
+  enum Kind { stateless, stateful, error } kind = error;
+  json discover;    // the DiscoverResult, when stateless
+  std::string why;  // when error: for logs and the caller
+};
+// `status`: the HTTP status; `messages`: the JSON-RPC messages of the body (JSON or SSE);
+// `probe_id`: the id the probe carried. Network errors, 401/403 and 5xx are errors (no
+// evidence either way); a DiscoverResult listing 2026-07-28 is stateless; any other JSON-RPC
+// answer or 4xx is the stateful era.
+EraVerdict classify_discover(int status, const std::vector<json>& messages, const json& probe_id);
+
 }  // namespace agentd::mcp::http_detail

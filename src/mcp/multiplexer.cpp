@@ -690,7 +690,8 @@ class MultiplexerImpl final : public Multiplexer {
         u.tools = std::move(*listed);
         auto info = opened->value("serverInfo", json::object());
         set_state(u, "ready", info.value("name", std::string()) + " " +
-                                  info.value("version", std::string()));
+                                  info.value("version", std::string()) + " (" +
+                                  opened->value("protocolVersion", std::string()) + ")");
         spdlog::info("mcp[{}]: ready ({} tools, {} resources, {} resource templates, {} prompts) via {}",
                      u.config.name, u.tools.size(), u.resources.size(), u.templates.size(),
                      u.prompts.size(),

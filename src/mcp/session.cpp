@@ -14,7 +14,8 @@ namespace asio = boost::asio;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 bool supported_version(const std::string& v) {
-  return v == "2024-11-05" || v == "2025-03-26" || v == "2025-06-18" || v == "2025-11-25";
+  return v == "2024-11-05" || v == "2025-03-26" || v == "2025-06-18" || v == "2025-11-25" ||
+         v == "2026-07-28";
 }
 
 // JSON-RPC ids are numbers or strings; we only send integers.
@@ -94,6 +95,78 @@ asio::awaitable<RpcResult<json>> Session::open() {
 asio::awaitable<RpcResult<json>> Session::request(std::string method, json params,
                                                   std::chrono::milliseconds timeout,
                                                   RequestHooks hooks) {
+  // 2026-07-28 servers ask for input by answering `input_required`: agentd fulfils the input
+  // requests and sends the request again, with the answers and the server's requestState.
+  constexpr int kMaxRounds = 8;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto r = co_await request_once(method, params, timeout, hooks);
+  for (int round = 1; r && r->is_object() && r->value("resultType", std::string()) == "input_required";
+       ++round) {
+    if (round > kMaxRounds) {
+      co_return RpcError{RpcError::kInternal,
+                         "server " + config_.name + " asked for input more than " +
+                             std::to_string(kMaxRounds) + " times in one " + method,
+                         nullptr};
+    }
+    auto answers = co_await fulfil(r->value("inputRequests", json::object()), hooks);
+    if (!answers) co_return answers.error();
+    if (!params.is_object()) params = json::object();
+    params["inputResponses"] = std::move(*answers);
+    if (r->contains("requestState")) {
+      params["requestState"] = (*r)["requestState"];
+    } else {
+      params.erase("requestState");
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      co_return RpcError{RpcError::kRequestTimeout,
+                         "server " + config_.name + " did not complete " + method + " within " +
+                             std::to_string(timeout.count()) + "ms",
+                         nullptr};
+    }
+    r = co_await request_once(method, params, left, hooks);
+  }
+  co_return r;
+}
+
+asio::awaitable<RpcResult<json>> Session::fulfil(json requests, RequestHooks hooks) {
+  json out = json::object();
+  if (!requests.is_object()) co_return out;
+  for (auto& [key, req] : requests.items()) {
+    auto method = req.is_object() ? req.value("method", std::string()) : std::string();
+    json params = req.is_object() && req.contains("params") ? req["params"] : json::object();
+    RpcResult<json> r = RpcError{};
+    if (method == "roots/list") {
+      json roots = json::array();
+      for (const auto& root : config_.roots) roots.push_back({{"uri", root}});
+      r = json{{"roots", std::move(roots)}};
+    } else if (method == "sampling/createMessage" && handlers_.on_sampling) {
+      SamplingRequest sr;
+      sr.server = config_.name;
+      sr.client = hooks.client;
+      sr.request_id = hooks.request_id;
+      sr.params = std::move(params);
+      r = co_await handlers_.on_sampling(std::move(sr));
+    } else if (method == "elicitation/create" && handlers_.elicitation && hooks.on_elicit) {
+      r = co_await hooks.on_elicit(std::move(params));
+    } else if (method == "elicitation/create") {
+      r = json{{"action", "decline"}};
+    } else {
+      co_return RpcError{RpcError::kInternal,
+                         "server " + config_.name + " asked for input agentd cannot give (" +
+                             (method.empty() ? std::string("no method") : method) + ")",
+                         nullptr};
+    }
+    if (!r) co_return r.error();
+    out[key] = std::move(*r);
+  }
+  co_return out;
+}
+
+asio::awaitable<RpcResult<json>> Session::request_once(std::string method, json params,
+                                                       std::chrono::milliseconds timeout,
+                                                       RequestHooks hooks) {
   auto cancel = hooks.cancel;
   if (closed_) {
     co_return RpcError{RpcError::kConnectionClosed, "server " + config_.name + " is not connected",

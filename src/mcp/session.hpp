@@ -74,6 +74,11 @@ class Session : public std::enable_shared_from_this<Session> {
   };
 
   boost::asio::awaitable<void> read_loop();
+  boost::asio::awaitable<RpcResult<json>> request_once(std::string method, json params,
+                                                       std::chrono::milliseconds timeout,
+                                                       RequestHooks hooks);
+  // The answers to a 2026-07-28 `input_required` result's inputRequests, keyed alike.
+  boost::asio::awaitable<RpcResult<json>> fulfil(json requests, RequestHooks hooks);
   void dispatch(json message);
   // A request from the server (sampling, elicitation): answered from a coroutine of its own.
   boost::asio::awaitable<void> serve_request(json id, std::string method, json params,

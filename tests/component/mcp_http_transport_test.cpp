@@ -116,6 +116,39 @@ TEST(McpHttpHelpers, TellsASessionComplaintFromOtherBadRequests) {
   EXPECT_FALSE(hd::blames_session(500, "session store unavailable"));
 }
 
+TEST(McpHttpHelpers, HeaderValuesAreBase64WrappedWhenNotPlainAscii) {
+  EXPECT_EQ(hd::header_safe("echo"), "echo");
+  EXPECT_EQ(hd::header_safe("demo://resource/a b"), "demo://resource/a b");
+  EXPECT_EQ(hd::header_safe("caf\xc3\xa9"), "=?base64?Y2Fmw6k=?=");
+  EXPECT_EQ(hd::header_safe(" lead"), "=?base64?IGxlYWQ=?=");
+  EXPECT_EQ(hd::header_safe("a\nb"), "=?base64?YQpi?=");
+  EXPECT_EQ(hd::header_safe("=?base64?x?="), "=?base64?PT9iYXNlNjQ/eD89?=");
+}
+
+TEST(McpHttpHelpers, TheDiscoverProbeTellsTheEra) {
+  json id = "agentd-discover";
+  json modern = {{"jsonrpc", "2.0"}, {"id", id},
+                 {"result", {{"supportedVersions", {"2026-07-28"}}, {"capabilities", json::object()}}}};
+  auto v = hd::classify_discover(200, {modern}, id);
+  EXPECT_EQ(v.kind, hd::EraVerdict::stateless);
+  EXPECT_EQ(v.discover["supportedVersions"][0], "2026-07-28");
+  // server-everything (SDK 1.x) over HTTP, and mcp-proxy without its modern leg.
+  json not_init = {{"jsonrpc", "2.0"}, {"id", nullptr},
+                   {"error", {{"code", -32000}, {"message", "Bad Request: Server not initialized"}}}};
+  EXPECT_EQ(hd::classify_discover(400, {not_init}, id).kind, hd::EraVerdict::stateful);
+  json unknown = {{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "Method not found"}}}};
+  EXPECT_EQ(hd::classify_discover(200, {unknown}, id).kind, hd::EraVerdict::stateful);
+  json other_version = {{"jsonrpc", "2.0"}, {"id", id},
+                        {"error", {{"code", -32022}, {"data", {{"supported", {"2027-01-01"}}}}}}};
+  EXPECT_EQ(hd::classify_discover(400, {other_version}, id).kind, hd::EraVerdict::stateful);
+  EXPECT_EQ(hd::classify_discover(405, {}, id).kind, hd::EraVerdict::stateful);
+  // No evidence: credentials, server errors, an empty 2xx.
+  EXPECT_EQ(hd::classify_discover(401, {}, id).kind, hd::EraVerdict::error);
+  EXPECT_NE(hd::classify_discover(403, {}, id).why.find("403"), std::string::npos);
+  EXPECT_EQ(hd::classify_discover(503, {not_init}, id).kind, hd::EraVerdict::error);
+  EXPECT_EQ(hd::classify_discover(200, {}, id).kind, hd::EraVerdict::error);
+}
+
 TEST(McpHttpHelpers, SessionIdsAndBackoff) {
   EXPECT_TRUE(hd::valid_session_id("1868a90c-47f1-4b5e"));
   EXPECT_FALSE(hd::valid_session_id(""));
@@ -203,30 +236,6 @@ asio::awaitable<json> handshake(Transport& t, std::string version) {
   co_return r["result"];
 }
 
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-bool accepts_connections(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The real @modelcontextprotocol/server-everything.
 
@@ -245,7 +254,7 @@ NodeServer start_everything(const std::string& mode) {
     s.problem = bin + " is missing: run `npm ci` in tests/interop";
     return s;
   }
-  s.port = free_port();
+  s.port = free_loopback_port();
   s.stderr_file = (std::filesystem::temp_directory_path() /
                    ("agentd-everything-" + mode + "-" + std::to_string(::getpid()) + ".log"))
                       .string();
@@ -586,6 +595,12 @@ class FakeMcp {
       });
     }
     if (!body.is_object()) co_return net::Response::error(400, "not JSON");
+    if (s.rpc_method == "server/discover") {  // what a stateful-era SDK server answers
+      json e = {{"jsonrpc", "2.0"},
+                {"error", {{"code", -32000}, {"message", "Bad Request: Server not initialized"}}},
+                {"id", nullptr}};
+      co_return net::Response::json(400, e);
+    }
     if (s.rpc_method == "initialize") {
       json result = {{"protocolVersion", "2025-06-18"},
                      {"capabilities", json::object()},
@@ -706,14 +721,20 @@ TEST(McpHttpTransport, SendsTheProtocolHeadersAndFollowsTheGetStream) {
                                       "notifications/resources/list_changed",
                                       "notifications/tools/list_changed", "response 2"}));
   auto seen = fake.seen();
-  ASSERT_GE(seen.size(), 5u);
-  // initialize: no session yet, both media types accepted, the configured header.
-  EXPECT_EQ(seen[0].rpc_method, "initialize");
-  EXPECT_EQ(seen[0].session, "");
-  EXPECT_EQ(seen[0].version, "");
+  ASSERT_GE(seen.size(), 6u);
+  // First the era probe (a stateful-era server refuses it), then initialize: no session yet,
+  // no MCP-Protocol-Version (a modern one on initialize is refused), both media types
+  // accepted, the configured header.
+  EXPECT_EQ(seen[0].rpc_method, "server/discover");
+  EXPECT_EQ(seen[0].version, "2026-07-28");
   EXPECT_EQ(seen[0].accept, "application/json, text/event-stream");
+  EXPECT_EQ(seen[0].api_key, "secret-key");
+  EXPECT_EQ(seen[1].rpc_method, "initialize");
+  EXPECT_EQ(seen[1].session, "");
+  EXPECT_EQ(seen[1].version, "");
+  EXPECT_EQ(seen[1].accept, "application/json, text/event-stream");
   int posts = 0, gets = 0, deletes = 0;
-  for (std::size_t i = 1; i < seen.size(); ++i) {
+  for (std::size_t i = 2; i < seen.size(); ++i) {
     const auto& s = seen[i];
     EXPECT_EQ(s.session, "fake-session-1") << s.method << " " << s.rpc_method;
     EXPECT_EQ(s.version, "2025-06-18") << s.method << " " << s.rpc_method;
@@ -725,7 +746,7 @@ TEST(McpHttpTransport, SendsTheProtocolHeadersAndFollowsTheGetStream) {
     }
     if (s.method == "DELETE") ++deletes;
   }
-  EXPECT_EQ(seen[0].api_key, "secret-key");
+  EXPECT_EQ(seen[1].api_key, "secret-key");
   EXPECT_EQ(posts, 2);  // notifications/initialized, tools/list
   EXPECT_GE(gets, 2);   // reconnected after the first stream ended
   EXPECT_LE(gets, 3);   // and stopped at 405

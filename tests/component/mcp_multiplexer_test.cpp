@@ -7,10 +7,15 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <future>
+#include <thread>
 
 #include "agentd/mcp/multiplexer.hpp"
+#include "support/process.hpp"
 #include "support/tls_cert.hpp"
 
 namespace agentd::test {
@@ -479,6 +484,202 @@ TEST(McpMux, ServerConcurrencyQueuesCallsAndClientLimitsRefuseThem) {
     co_return r;
   });
   EXPECT_EQ(out, "slept 300,slept 300 queued | -32004,slept 200 | -32004 retry named");
+}
+
+// --- the stateless 2026-07-28 revision ----------------------------------------------------
+
+// A node HTTP server on a free loopback port, stopped at the end of the test.
+struct NodeHttp {
+  std::unique_ptr<Process> process;
+  std::uint16_t port = 0;
+  std::string problem;
+  ~NodeHttp() {
+    if (!process) return;
+    process->signal(SIGTERM);
+    if (!process->wait(5s)) process->signal(SIGKILL);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port) + "/mcp"; }
+};
+
+// `program` looked up in PATH (Process runs exact paths).
+std::string in_path(const std::string& program) {
+  std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin";
+  for (std::size_t at = 0; at <= path.size();) {
+    auto colon = path.find(':', at);
+    auto dir = path.substr(at, colon == std::string::npos ? std::string::npos : colon - at);
+    auto candidate = std::filesystem::path(dir.empty() ? "." : dir) / program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+    if (colon == std::string::npos) break;
+    at = colon + 1;
+  }
+  return program;
+}
+
+// Starts `args` (after `node`, in tests/interop) with PORT substituted; ready once the port
+// takes connections.
+std::unique_ptr<NodeHttp> start_node_http(std::vector<std::string> args) {
+  auto n = std::make_unique<NodeHttp>();
+  n->port = free_loopback_port();
+  for (auto& a : args) {
+    if (a == "PORT") a = std::to_string(n->port);
+  }
+  // mcp-proxy reads options from MCP_PROXY_* variables: none may leak in.
+  std::vector<std::string> unset;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (kv.starts_with("MCP_PROXY_")) unset.push_back(kv.substr(0, kv.find('=')));
+  }
+  n->process =
+      std::make_unique<Process>(in_path("node"), args, std::vector<std::string>{}, unset, kInterop);
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!accepts_connections(n->port)) {
+    if (n->process->wait(0ms)) {
+      n->problem = "exited before listening";
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      n->problem = "did not listen within 30s";
+      break;
+    }
+    std::this_thread::sleep_for(25ms);
+  }
+  return n;
+}
+
+mcp::ServerConfig http_server(std::string name, std::string url) {
+  mcp::ServerConfig s;
+  s.name = std::move(name);
+  s.transport = mcp::TransportKind::streamable_http;
+  s.url = std::move(url);
+  s.init_timeout = 20s;
+  s.call_timeout = 10s;
+  return s;
+}
+
+std::string detail_of(const mcp::Multiplexer& m, const std::string& server) {
+  for (const auto& s : m.status()) {
+    if (s.name == server) return s.state + ": " + s.detail;
+  }
+  return "unknown";
+}
+
+asio::awaitable<std::string> stateless_round(mcp::Multiplexer& m, std::shared_ptr<int> asked) {
+  if (!co_await wait_state(m, "st", "ready")) co_return "not ready: " + detail_of(m, "st");
+  std::string r = detail_of(m, "st") + "\n";
+  auto tools = names(m.tools(nullptr));
+  for (const char* t : {"st__echo", "st__slow", "st__ask-llm", "st__confirm"}) {
+    if (!has(tools, t)) r += std::string("missing ") + t + "\n";
+  }
+  r += text_of(co_await m.call_tool("st__echo", args("text", "héllo stateless"), mcp::ToolCall(), nullptr)) + "\n";
+  // Input requests: sampling through the sampler, elicitation through the caller, roots
+  // from the config.
+  mcp::ToolCall call;
+  call.client = "carol";
+  r += text_of(co_await m.call_tool("st__ask-llm", args("prompt", "2+2?"), call, nullptr)) + "\n";
+  call.on_elicit = [asked](json params) { return fake_elicit(asked, std::move(params)); };
+  r += text_of(co_await m.call_tool("st__confirm", json::object(), call, nullptr)) + "\n";
+  auto prompt = co_await m.get_prompt("st__greet", args("who", "Ada"), mcp::ToolCall(), nullptr);
+  r += (prompt ? (*prompt)["messages"][0]["content"]["text"].get<std::string>() : prompt.error().message) + "\n";
+  auto motd = co_await m.read_resource("test://motd", nullptr, mcp::ToolCall(), nullptr);
+  r += (motd ? (*motd)["contents"][0]["text"].get<std::string>() : motd.error().message) + "\n";
+  // Cancelling closes the request's response stream; the call returns at once.
+  auto token = std::make_shared<mcp::CancelToken>();
+  asio::steady_timer t(co_await asio::this_coro::executor, 200ms);
+  t.async_wait([token](const boost::system::error_code& ec) {
+    if (!ec) token->cancel();
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto cancelled = co_await m.call_tool("st__slow", args("ms", 8000), mcp::ToolCall(), token);
+  r += (cancelled ? std::string("answered") : cancelled.error().message) +
+       (std::chrono::steady_clock::now() - t0 < 2s ? " quickly" : " slowly") + "\n";
+  // The session still works (a health ping is server/discover now).
+  r += text_of(co_await m.call_tool("st__echo", args("text", "after"), mcp::ToolCall(), nullptr));
+  co_return r;
+}
+
+TEST(McpMuxStateless, A2026ServerIsDetectedAndItsInputRequestsAreAnswered) {
+  auto server = start_node_http({kInterop + "/mcp_stateless_server.mjs", "PORT"});
+  ASSERT_TRUE(server->problem.empty()) << server->problem;
+  mcp::Config c;
+  auto st = http_server("st", server->url());
+  st.roots = {"file:///srv/work"};
+  st.ping_interval = 300ms;  // exercises server/discover as the health check
+  c.servers = {st};
+  auto seen = std::make_shared<std::vector<mcp::SamplingRequest>>();
+  auto asked = std::make_shared<int>(0);
+  auto out = run_with(
+      c,
+      [seen](mcp::Multiplexer& m) {
+        m.set_sampler([seen](mcp::SamplingRequest req) { return fake_sample(seen, std::move(req)); });
+      },
+      [asked](mcp::Multiplexer& m) { return stateless_round(m, asked); });
+  EXPECT_NE(out.find("ready: agentd-stateless-test 1.0.0 (2026-07-28)"), std::string::npos) << out;
+  EXPECT_EQ(out.find("missing"), std::string::npos) << out;
+  EXPECT_NE(out.find("héllo stateless"), std::string::npos) << out;
+  EXPECT_NE(out.find("llm said: sampled answer 42 (state asked-llm)"), std::string::npos) << out;
+  EXPECT_NE(out.find("confirmed: {\"check\":true,\"name\":\"Ada Lovelace\"}"), std::string::npos) << out;
+  EXPECT_NE(out.find("file:///srv/work"), std::string::npos) << out;
+  EXPECT_NE(out.find("hello Ada"), std::string::npos) << out;
+  EXPECT_NE(out.find("message of the day"), std::string::npos) << out;
+  EXPECT_NE(out.find("cancelled by the caller quickly"), std::string::npos) << out;
+  EXPECT_TRUE(out.ends_with("after")) << out;
+  EXPECT_EQ(*asked, 1);
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ((*seen)[0].client, "carol");
+  EXPECT_EQ((*seen)[0].server, "st");
+}
+
+TEST(McpMuxStateless, EraStatefulSkipsTheProbeAndAStatelessOnlyServerRefusesIt) {
+  auto server = start_node_http({kInterop + "/mcp_stateless_server.mjs", "PORT"});
+  ASSERT_TRUE(server->problem.empty()) << server->problem;
+  mcp::Config c;
+  auto st = http_server("st", server->url());
+  st.era = mcp::Era::stateful;
+  c.servers = {st};
+  auto out = run(c, [](mcp::Multiplexer& m) -> asio::awaitable<std::string> {
+    co_await wait_state(m, "st", "failed", 0, 10s);
+    co_return detail_of(m, "st");
+  });
+  // The server answers a 2025 initialize with -32022 and the versions it takes.
+  EXPECT_NE(out.find("failed"), std::string::npos) << out;
+  EXPECT_NE(out.find("2026-07-28"), std::string::npos) << out;
+}
+
+asio::awaitable<std::string> proxy_round(mcp::Multiplexer& m) {
+  if (!co_await wait_state(m, "proxy", "ready")) co_return "not ready: " + detail_of(m, "proxy");
+  std::string r = detail_of(m, "proxy") + "\n";
+  r += text_of(co_await m.call_tool("proxy__echo", args("message", "through mcp-proxy"),
+                                    mcp::ToolCall(), nullptr)) + "\n";
+  auto progress = std::make_shared<int>(0);
+  mcp::ToolCall call;
+  call.on_progress = [progress](const json&) { ++*progress; };
+  json long_args = {{"duration", 1}, {"steps", 4}};
+  auto done = co_await m.call_tool("proxy__trigger-long-running-operation", std::move(long_args),
+                                   call, nullptr);
+  // server-everything reports steps as it goes; the last one may race its own result.
+  r += text_of(done) + (*progress >= 3 ? " progress relayed" : " progress=" + std::to_string(*progress)) + "\n";
+  auto prompts = names(m.prompts(nullptr));
+  r += has(prompts, "proxy__simple-prompt") ? "prompts\n" : "no prompts\n";
+  auto read = co_await m.read_resource("demo://resource/dynamic/text/5", nullptr, mcp::ToolCall(), nullptr);
+  r += read ? "read" : read.error().message;
+  co_return r;
+}
+
+TEST(McpMuxStateless, McpProxyIsSpokenWithInThe2026Era) {
+  auto proxy = start_node_http(
+      {kInterop + "/node_modules/mcp-proxy/dist/bin/mcp-proxy.mjs", "--host", "127.0.0.1", "--port",
+       "PORT", "--server", "stream", "--streamEndpoint", "/mcp", "--", "node",
+       kInterop + "/node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"});
+  ASSERT_TRUE(proxy->problem.empty()) << proxy->problem;
+  mcp::Config c;
+  c.servers = {http_server("proxy", proxy->url())};
+  auto out = run(c, [](mcp::Multiplexer& m) { return proxy_round(m); });
+  EXPECT_NE(out.find("(2026-07-28)"), std::string::npos) << out;
+  EXPECT_NE(out.find("Echo: through mcp-proxy"), std::string::npos) << out;
+  EXPECT_NE(out.find("Long running operation completed"), std::string::npos) << out;
+  EXPECT_NE(out.find("progress relayed"), std::string::npos) << out;
+  EXPECT_NE(out.find("prompts\n"), std::string::npos) << out;
+  EXPECT_TRUE(out.ends_with("read")) << out;
 }
 
 }  // namespace

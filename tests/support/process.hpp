@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,11 @@ class Process {
   std::string buf_;
   std::optional<int> status_;
 };
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
+std::uint16_t free_loopback_port();
+// Whether something accepts TCP connections on 127.0.0.1:`port`.
+bool accepts_connections(std::uint16_t port);
 
 // Runs to completion; returns {exit code, stdout+stderr}.
 std::pair<int, std::string> run_command(const std::string& program,

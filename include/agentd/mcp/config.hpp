@@ -22,6 +22,10 @@ using std::chrono::milliseconds;
 
 enum class TransportKind { stdio, streamable_http, sse };
 
+// Which MCP era a Streamable HTTP server speaks: the stateful "initialize" era (2025-03-26 to
+// 2025-11-25) or the stateless 2026-07-28 revision. `detect` probes with server/discover.
+enum class Era { detect, stateful, stateless };
+
 // Calls per minute (fixed one-minute windows) and calls in flight; 0 means no limit.
 struct Limits {
   std::int64_t rpm = 0;
@@ -40,6 +44,7 @@ struct ServerConfig {
   // streamable_http / sse
   std::string url;
   std::vector<net::Header> headers;  // e.g. Authorization for the upstream (never the client's)
+  Era era = Era::detect;             // streamable_http only
   // lifecycle
   bool lazy = false;  // start on first use instead of at agentd's start
   milliseconds init_timeout{std::chrono::seconds(30)};
