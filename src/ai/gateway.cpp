@@ -388,7 +388,7 @@ class GatewayImpl final : public Gateway {
     }
     co_await limiter_.settle(admission, info.usage ? info.usage->value("total_tokens", est) : est,
                              info.cost_usd);
-    finish(info, started, result ? "ok" : "error", ctx.client);
+    finish(info, started, result ? "ok" : "error", ctx);
     co_return result;
   }
 
@@ -407,7 +407,7 @@ class GatewayImpl final : public Gateway {
     if (key.hit) {
       auto cached = json::parse(*key.hit, nullptr, false);
       if (cached.is_array()) {
-        finish(info, started, "ok", ctx.client);
+        finish(info, started, "ok", ctx);
         std::unique_ptr<ChatStream> replay = std::make_unique<CachedStream>(
             cached.get<std::vector<json>>(), include_usage, std::move(info));
         co_return replay;
@@ -426,7 +426,7 @@ class GatewayImpl final : public Gateway {
         });
     if (!result) {
       co_await limiter_.settle(admission, est, 0);
-      finish(info, started, "error", ctx.client);
+      finish(info, started, "error", ctx);
       co_return result.error();
     }
     auto& s = **result;
@@ -474,7 +474,7 @@ class GatewayImpl final : public Gateway {
     }
     co_await limiter_.settle(admission, info.usage ? info.usage->value("total_tokens", est) : est,
                              info.cost_usd);
-    finish(info, started, result ? "ok" : "error", ctx.client);
+    finish(info, started, result ? "ok" : "error", ctx);
     co_return result;
   }
 
@@ -506,7 +506,7 @@ class GatewayImpl final : public Gateway {
     auto result = co_await try_targets<RawResponse>(
         plan, info, deadline, ctx,
         [&](const Target& t) { return attempt_audio(t, path, req, deadline, info); });
-    finish(info, started, result ? "ok" : "error", ctx.client);
+    finish(info, started, result ? "ok" : "error", ctx);
     co_return result;
   }
 
@@ -560,7 +560,7 @@ class GatewayImpl final : public Gateway {
                      core::latency_buckets(), {{"target", s.target_.label()}})
           .observe(static_cast<double>(s.ttft_->count()) / 1000.0);
     }
-    count_tokens(info, s.client_);
+    count_tokens(info, s.client_, s.request_id_);
     bool complete = s.upstream_done_ && s.tr_->finished() && !s.failed_ && !s.cancelled_;
     std::string cache_value = complete && s.record_ ? json(s.recorded_).dump() : std::string();
     // Settling and caching may be remote (Redis): run them as their own task.
@@ -602,7 +602,7 @@ class GatewayImpl final : public Gateway {
     auto admission =
         co_await limiter_.admit(ctx.client, a.est, worst_cost(a.plan, request, a.est, completion));
     if (!admission) {
-      finish(info, started, "limited", ctx.client);
+      finish(info, started, "limited", ctx);
       co_return admission.error();
     }
     a.admission = std::move(*admission);
@@ -641,7 +641,7 @@ class GatewayImpl final : public Gateway {
     if (!key.hit) return std::nullopt;
     auto cached = json::parse(*key.hit, nullptr, false);
     if (!cached.is_object()) return std::nullopt;
-    finish(info, started, "ok", ctx.client);
+    finish(info, started, "ok", ctx);
     return cached;
   }
 
@@ -787,7 +787,20 @@ class GatewayImpl final : public Gateway {
         .inc();
   }
 
-  void count_tokens(const CallInfo& info, const std::string& client) {
+  void on_spend(std::function<void(const SpendEvent&)> fn) override { spend_sink_ = std::move(fn); }
+
+  void count_tokens(const CallInfo& info, const std::string& client, const std::string& rid) {
+    if (spend_sink_ && info.usage && !info.provider.empty()) {
+      SpendEvent e;
+      e.client = client;
+      e.provider = info.provider;
+      e.model = info.model;
+      e.tokens_in = info.usage->value("prompt_tokens", std::int64_t{0});
+      e.tokens_out = info.usage->value("completion_tokens", std::int64_t{0});
+      e.cost_usd = info.cost_usd;
+      e.request_id = rid;
+      spend_sink_(e);
+    }
     if (info.cost_usd > 0) {
       metrics_
           .counter("agentd_ai_client_spend_usd_total", "Estimated spend by client",
@@ -810,13 +823,13 @@ class GatewayImpl final : public Gateway {
   }
 
   void finish(CallInfo& info, Clock::time_point started, const char* outcome,
-              const std::string& client) {
+              const CallContext& ctx) {
     auto total = duration_cast<microseconds>(Clock::now() - started);
     info.overhead = std::max(microseconds(0), total - info.upstream);
     metrics_
         .counter("agentd_ai_requests_total", "AI calls by outcome", {{"outcome", outcome}})
         .inc();
-    count_tokens(info, client);
+    count_tokens(info, ctx.client, ctx.request_id);
   }
 
   net::ClientTimeouts timeouts(const ProviderConfig& p, Clock::time_point deadline,
@@ -974,6 +987,7 @@ class GatewayImpl final : public Gateway {
   Config config_;
   net::HttpClient& client_;
   core::Registry& metrics_;
+  std::function<void(const SpendEvent&)> spend_sink_;
   Routing routing_;
   std::shared_ptr<Counters> counters_;
   std::shared_ptr<ResponseCache> cache_;

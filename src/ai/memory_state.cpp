@@ -1,4 +1,4 @@
-// In-process counters and response cache.
+// In-process counters and response cache, and the response cache over the store's cache.
 #include <list>
 #include <unordered_map>
 
@@ -91,9 +91,30 @@ class MemoryCache final : public ResponseCache {
   std::unordered_map<std::string, std::list<Item>::iterator> index_;
 };
 
+class StoreCache final : public ResponseCache {
+ public:
+  StoreCache(store::Cache& cache, std::string prefix) : cache_(cache), prefix_(std::move(prefix)) {}
+  asio::awaitable<std::optional<std::string>> get(const std::string& key) override {
+    auto r = co_await cache_.get(prefix_ + key);
+    if (!r) co_return std::nullopt;
+    co_return std::move(*r);
+  }
+  asio::awaitable<void> put(const std::string& key, std::string value, milliseconds ttl) override {
+    co_await cache_.set(prefix_ + key, std::move(value), ttl);
+  }
+  std::size_t bytes() const noexcept override { return 0; }
+
+ private:
+  store::Cache& cache_;
+  std::string prefix_;
+};
+
 }  // namespace
 
 std::unique_ptr<Counters> make_memory_counters() { return std::make_unique<MemoryCounters>(); }
+std::unique_ptr<ResponseCache> make_store_cache(store::Cache& cache, std::string prefix) {
+  return std::make_unique<StoreCache>(cache, std::move(prefix));
+}
 std::unique_ptr<ResponseCache> make_memory_cache(std::uint64_t max_bytes) {
   return std::make_unique<MemoryCache>(max_bytes);
 }

@@ -13,16 +13,13 @@ Config parse_config(const YAML::Node& root) {
   if (auto n = top.get("clients")) c.clients = api::parse_clients(*n);
   if (auto n = top.get("log")) c.log = core::parse_log_config(*n);
   c.server.access_log = c.log.access_log;
+  c.store.records.data_dir = c.store.data_dir;
   if (auto n = top.get("store")) {
     n->expect_map();
     c.store.data_dir = n->get_string("data_dir", c.store.data_dir);
     if (c.store.data_dir.empty()) n->child("data_dir").fail("must not be empty");
-    for (std::string_view key : {"redis", "postgres"}) {
-      if (!n->get_string(key).empty()) {
-        n->child(key).fail("this build has no " + std::string(key) +
-                           " support yet; leave it empty to use the embedded store");
-      }
-    }
+    c.store.kv = store::parse_kv_config(*n);
+    store::parse_records_config(*n, c.store.records);
     n->finish();
   }
   if (auto n = top.get("http_client")) {

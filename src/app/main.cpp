@@ -1,11 +1,13 @@
 // agentd: command line, configuration, wiring of every module, signals.
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -22,6 +24,8 @@
 #include "agentd/core/runtime.hpp"
 #include "agentd/net/client.hpp"
 #include "agentd/net/server.hpp"
+#include "agentd/store/kv.hpp"
+#include "agentd/store/records.hpp"
 
 namespace {
 
@@ -31,11 +35,14 @@ using namespace agentd;
 constexpr const char* kUsage =
     "usage: agentd [-c FILE] [--set key.path=value]...\n"
     "       agentd --check-config FILE [--set key.path=value]...\n"
+    "       agentd migrate [--status] [-c FILE] [--set key.path=value]...\n"
     "       agentd --version | --help\n"
     "\n"
     "  -c, --config FILE      configuration file (default: the embedded config/agentd.yaml)\n"
     "  --set key.path=value   override one key, e.g. --set server.listen=127.0.0.1:0\n"
     "  --check-config FILE    validate FILE (with overrides and the environment); exit 0 or 2\n"
+    "  migrate                apply the durable store's pending schema migrations and exit\n"
+    "  migrate --status       list applied and pending migrations; exit 0, or 3 when some are pending\n"
     "\n"
     "Signals: SIGTERM/SIGINT shut down gracefully (twice: at once); SIGHUP reopens the log file\n"
     "and reloads the TLS certificate and key.\n";
@@ -44,7 +51,43 @@ struct Args {
   std::string config;
   std::vector<std::string> overrides;
   bool check = false;
+  bool migrate = false;
+  bool migrate_status = false;
 };
+
+// The durable spend ledger and audit log: written after the fact, off the request's path. A
+// failed write is logged (the metrics and the audit log line already have the facts).
+asio::awaitable<void> record_spend(store::Records& records, store::SpendEntry entry,
+                                   std::string request_id) {
+  auto r = co_await records.record_spend(std::move(entry));
+  if (!r) {
+    spdlog::warn("rid={} spend not recorded: {}", request_id.empty() ? "-" : request_id,
+                 r.error().message());
+  }
+}
+
+asio::awaitable<void> record_audit(store::Records& records, store::AuditEntry entry) {
+  auto rid = entry.request_id;
+  auto r = co_await records.append_audit(std::move(entry));
+  if (!r) {
+    spdlog::warn("rid={} mcp audit record not stored: {}", rid.empty() ? "-" : rid,
+                 r.error().message());
+  }
+}
+
+// `agentd migrate [--status]`: the schema of the durable store (SQLite or PostgreSQL).
+int migrate(const app::Config& config, bool status_only) {
+  try {
+    auto status = status_only ? store::migration_status(config.store.records)
+                              : store::migrate(config.store.records);
+    store::print_migration_status(status, std::cout);
+    if (!status_only) return 0;
+    return status.pending() == 0 ? 0 : 3;
+  } catch (const std::exception& e) {
+    std::cerr << "agentd: migrate: " << e.what() << "\n";
+    return 1;
+  }
+}
 
 // Exit codes: 0 ok, 1 runtime failure (bind, I/O), 2 usage or configuration error.
 int run(const Args& args) {
@@ -66,6 +109,7 @@ int run(const Args& args) {
     std::cerr << "agentd: cannot open log: " << e.what() << "\n";
     return 1;
   }
+  if (args.migrate) return migrate(config, args.migrate_status);
   try {
     if (std::filesystem::create_directories(config.store.data_dir)) {
       // Tokens, databases and blobs live here: only the service's user may read them.
@@ -94,11 +138,38 @@ int run(const Args& args) {
     if (stopping) return {false, "shutting down"};
     return {true, "accepting connections"};
   });
-  api.add_readiness_check("store", [&config]() -> api::ReadyState {
+  // Cache, counters and event streams: in-process, or Redis shared by every instance. While
+  // Redis is unreachable requests still work (cache misses, counters in-process): /readyz
+  // says "degraded" but stays ready, or a load balancer would drop every instance at once.
+  std::shared_ptr<store::Kv> kv = store::make_kv(io.get_executor(), config.store.kv, &metrics);
+  api.add_readiness_check("store", [&config, &kv]() -> api::ReadyState {
     if (::access(config.store.data_dir.c_str(), W_OK) != 0) {
       return {false, "data dir " + config.store.data_dir + " is not writable"};
     }
-    return {true, "embedded (data dir " + config.store.data_dir + ")"};
+    auto h = kv->health();
+    std::string cache = kv->backend() == "redis" ? "redis" : "in-process";
+    if (h.state == store::Health::State::degraded) cache = "degraded: " + h.detail;
+    return {h.state != store::Health::State::down,
+            "cache " + cache + "; data dir " + config.store.data_dir};
+  });
+
+  // Durable records (intents, sessions, spend ledger, audit): SQLite in the data dir, or
+  // PostgreSQL. Opening applies pending migrations (under a lock shared by every instance).
+  // The pool runs the blocking database calls; it outlives the records (declared first).
+  core::BlockingPool blocking(config.store.records.pool_size + 2, 1024);
+  std::unique_ptr<store::Records> records;
+  try {
+    records = store::make_records(config.store.records, blocking, metrics);
+  } catch (const std::exception& e) {
+    std::cerr << "agentd: store: " << e.what() << "\n";
+    return 1;
+  }
+  // Informational: only work that needs a durable write is refused while the database is
+  // down (503); AI and MCP traffic goes on.
+  api.add_readiness_check("records", [&records]() -> api::ReadyState {
+    auto h = records->health();
+    return {true, std::string(records->backend()) + (h.available ? ": " : " unavailable: ") +
+                      h.detail};
   });
 
   std::unique_ptr<net::HttpClient> http_client;
@@ -108,14 +179,42 @@ int run(const Args& args) {
     std::cerr << "agentd: http_client: " << e.what() << "\n";
     return 1;
   }
-  auto gateway = ai::make_gateway(io.get_executor(), config.ai, *http_client, metrics);
+  std::shared_ptr<ai::Counters> counters;
+  std::shared_ptr<ai::ResponseCache> response_cache;
+  if (kv->backend() == "redis") {  // shared by every instance; in-process otherwise
+    counters = std::shared_ptr<ai::Counters>(kv, &kv->counters());
+    response_cache = ai::make_store_cache(kv->cache());
+  }
+  auto gateway = ai::make_gateway(io.get_executor(), config.ai, *http_client, metrics, counters,
+                                  response_cache);
   api::add_openai_routes(api, *gateway);
+  gateway->on_spend([&records, &io](const ai::SpendEvent& e) {
+    store::SpendEntry entry;
+    entry.client = e.client.empty() ? "-" : e.client;
+    entry.provider = e.provider;
+    entry.model = e.model;
+    entry.tokens_in = e.tokens_in;
+    entry.tokens_out = e.tokens_out;
+    entry.cost_micro_usd = std::llround(e.cost_usd * 1e6);
+    asio::co_spawn(io, record_spend(*records, std::move(entry), e.request_id), asio::detached);
+  });
   api.add_readiness_check("ai", [&config]() -> api::ReadyState {
     return {true, std::to_string(config.ai.providers.size()) + " provider(s), " +
                       std::to_string(config.ai.models.size()) + " model alias(es)"};
   });
 
   auto mux = mcp::make_multiplexer(io.get_executor(), config.mcp, *http_client, metrics);
+  mux->on_audit([&records, &io](const mcp::AuditEvent& e) {
+    store::AuditEntry entry;
+    entry.client = e.client.empty() ? "-" : e.client;
+    entry.server = e.server;
+    entry.tool = e.tool;
+    entry.args_sha256 = e.args_sha256;
+    entry.outcome = e.outcome;
+    entry.duration_us = e.duration.count();
+    entry.request_id = e.request_id;
+    asio::co_spawn(io, record_audit(*records, std::move(entry)), asio::detached);
+  });
   if (!config.mcp.sampling.model.empty()) {
     mux->set_sampler(api::make_sampler(*gateway, config.mcp.sampling));
   }
@@ -162,9 +261,12 @@ int run(const Args& args) {
           stopping = true;
           spdlog::info("signal {}: shutting down (grace {}ms)", sig,
                        config.server.shutdown_grace.count());
-          server->shutdown(config.server.shutdown_grace, [&io, &mux] {
+          server->shutdown(config.server.shutdown_grace, [&io, &mux, &kv] {
             // Requests are drained: close the MCP servers (stdio children end), then stop.
-            asio::co_spawn(io, mux->stop(), [&io](std::exception_ptr) { io.stop(); });
+            asio::co_spawn(io, mux->stop(), [&io, &kv](std::exception_ptr) {
+              kv->stop();
+              io.stop();
+            });
           });
         } else {
           spdlog::warn("second signal {}: stopping now", sig);
@@ -205,6 +307,10 @@ int main(int argc, char** argv) {
     } else if (a == "--check-config") {
       args.check = true;
       args.config = value("a file");
+    } else if (a == "migrate" && i == 1) {
+      args.migrate = true;
+    } else if (a == "--status" && args.migrate) {
+      args.migrate_status = true;
     } else if (a == "--version") {
       std::cout << "agentd " << AGENTD_VERSION << "\n";
       return 0;

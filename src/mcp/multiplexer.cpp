@@ -32,9 +32,9 @@ std::string digest(const json& j) {
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), d);
   static const char* kHex = "0123456789abcdef";
   std::string out;
-  for (int i = 0; i < 8; ++i) {
-    out += kHex[d[i] >> 4];
-    out += kHex[d[i] & 15];
+  for (unsigned char c : d) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
   }
   return out;
 }
@@ -301,6 +301,7 @@ class MultiplexerImpl final : public Multiplexer {
   }
 
   void set_sampler(Sampler s) override { sampler_ = std::move(s); }
+  void on_audit(std::function<void(const AuditEvent&)> fn) override { audit_sink_ = std::move(fn); }
 
   std::vector<ServerStatus> status() const override {
     std::vector<ServerStatus> out;
@@ -491,12 +492,24 @@ class MultiplexerImpl final : public Multiplexer {
 
   void audit(const ToolCall& call, const std::string& server, const std::string& tool,
              const json& arguments, const std::string& outcome, Clock::time_point started) {
-    auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+    auto ms = static_cast<double>(took.count()) / 1000.0;
+    auto sha = digest(arguments);
     // Arguments may hold secrets or personal data: the audit keeps a digest, not the values.
     spdlog::info("rid={} mcp audit: client={} server={} tool={} args_sha256={} outcome={} {:.1f}ms",
                  call.request_id.empty() ? "-" : call.request_id,
-                 call.client.empty() ? "-" : call.client, server, tool, digest(arguments), outcome,
-                 ms);
+                 call.client.empty() ? "-" : call.client, server, tool, sha, outcome, ms);
+    if (audit_sink_) {
+      AuditEvent e;
+      e.client = call.client;
+      e.request_id = call.request_id;
+      e.server = server;
+      e.tool = tool;
+      e.args_sha256 = std::move(sha);
+      e.outcome = outcome;
+      e.duration = took;
+      audit_sink_(e);
+    }
     metrics_
         .counter("agentd_mcp_tool_calls_total", "MCP tool calls by server and outcome",
                  {{"server", server}, {"outcome", outcome}})
@@ -764,6 +777,7 @@ class MultiplexerImpl final : public Multiplexer {
   std::vector<std::function<void(const std::string&)>> list_listeners_;
   std::map<std::string, ClientState> client_state_;
   Sampler sampler_;
+  std::function<void(const AuditEvent&)> audit_sink_;
   bool stopping_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -1,6 +1,8 @@
-// The agentd binary itself: start-up lines, tokens, config checking, bind failures, signals.
+// The agentd binary itself: start-up lines, tokens, config checking, bind failures, signals,
+// migrations, and what lands in its durable records.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -210,6 +212,121 @@ TEST(Daemon, UnknownArgumentIsAUsageError) {
   auto [code, out] = run_command(kBinary, {"--frobnicate"});
   EXPECT_EQ(code, 2);
   EXPECT_NE(out.find("usage: agentd"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace agentd::test
+
+// --- the durable store: migrations, the spend ledger and the MCP audit log ----------------
+
+namespace agentd::test {
+namespace {
+
+using Hdrs = std::vector<std::pair<std::string, std::string>>;
+
+// Rows of a query on the daemon's SQLite file, each row's columns joined with '|'.
+std::vector<std::string> rows(const std::string& db, const std::string& sql) {
+  std::vector<std::string> out;
+  sqlite3* h = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << "cannot open " << db;
+    sqlite3_close(h);
+    return out;
+  }
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << sqlite3_errmsg(h);
+  } else {
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      std::string row;
+      for (int i = 0; i < sqlite3_column_count(st); ++i) {
+        auto* t = sqlite3_column_text(st, i);
+        row += (i ? "|" : "") + std::string(t ? reinterpret_cast<const char*>(t) : "NULL");
+      }
+      out.push_back(row);
+    }
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return out;
+}
+
+TEST(DaemonStore, MigrateStatusThenMigrate) {
+  auto dir = make_temp_dir("agentd-migrate-");
+  auto set = "store.data_dir=" + dir + "/data";
+  auto [pending_rc, pending] = run_command(kBinary, {"migrate", "--status", "--set", set});
+  EXPECT_EQ(pending_rc, 3) << pending;
+  EXPECT_NE(pending.find("pending"), std::string::npos) << pending;
+  auto [rc, applied] = run_command(kBinary, {"migrate", "--set", set});
+  EXPECT_EQ(rc, 0) << applied;
+  auto [status_rc, status] = run_command(kBinary, {"migrate", "--status", "--set", set});
+  EXPECT_EQ(status_rc, 0) << status;
+  EXPECT_NE(status.find("0 pending"), std::string::npos) << status;
+  EXPECT_EQ(status.find("token"), std::string::npos) << "migrate must not generate tokens";
+}
+
+TEST(DaemonStore, SpendAndMcpCallsLandInTheDurableRecords) {
+  auto dir = make_temp_dir("agentd-ledger-");
+  Process fake(FAKE_LLM_BINARY, {"--api-key", "sk-upstream-ledger"});
+  auto fake_line = fake.wait_for_line("fake_llm listening on ", 30s);
+  ASSERT_TRUE(fake_line);
+  auto fake_url = fake_line->substr(fake_line->find("http://"));
+  std::ofstream(dir + "/agentd.yaml") << R"(server: { listen: 127.0.0.1:0 }
+clients:
+  - { name: ledger-client, token: sk-agentd-ledger-0123456789, scopes: ["*"] }
+log: { level: warn, access_log: false }
+store: { data_dir: )" << dir << R"(/data }
+ai:
+  providers:
+    - name: oai
+      kind: openai
+      base_url: )" << fake_url << R"(/v1
+      api_key: sk-upstream-ledger
+      prices: { gpt-4o-mini: { input: 0.15, output: 0.6 } }
+  models: [{ name: fast, targets: [oai/gpt-4o-mini] }]
+mcp:
+  servers:
+    - name: test
+      transport: stdio
+      command: node
+      args: [)" << AGENTD_INTEROP_DIR << R"(/mcp_test_server.mjs]
+      cwd: )" << AGENTD_INTEROP_DIR << "\n";
+  auto s = start({"-c", dir + "/agentd.yaml"}, {}, dir);
+  ASSERT_NE(s.port, 0) << s.output;
+  Hdrs auth{{"Authorization", "Bearer sk-agentd-ledger-0123456789"},
+            {"Content-Type", "application/json"}};
+  auto chat = request(s.port, "POST", "/v1/chat/completions", auth,
+                      R"({"model":"fast","messages":[{"role":"user","content":"count me"}]})");
+  ASSERT_TRUE(chat);
+  EXPECT_EQ(chat->status, 200) << chat->body;
+
+  Hdrs mcp = auth;
+  mcp.emplace_back("Accept", "application/json, text/event-stream");
+  auto init = request(s.port, "POST", "/mcp", mcp,
+                      R"({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})");
+  ASSERT_TRUE(init && init->status == 200);
+  mcp.emplace_back("Mcp-Session-Id", init->header("mcp-session-id"));
+  // The upstream starts in the background: retry until the tool is there.
+  std::optional<HttpResponse> call;
+  for (int i = 0; i < 100; ++i) {
+    call = request(s.port, "POST", "/mcp", mcp,
+                   R"({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test__echo","arguments":{"text":"audited"}}})");
+    if (call && call->body.find("\"audited\"") != std::string::npos) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(call);
+  EXPECT_NE(call->body.find("\"audited\""), std::string::npos) << call->body;
+  s.process->signal(SIGTERM);
+  EXPECT_EQ(s.process->wait(15s), 0);
+
+  auto db = dir + "/data/agentd.db";
+  auto spend = rows(db, "SELECT client, provider, model, tokens_in > 0, cost_micro_usd > 0 FROM spend_ledger");
+  ASSERT_EQ(spend.size(), 1u);
+  EXPECT_EQ(spend[0], "ledger-client|oai|gpt-4o-mini|1|1");
+  auto audit = rows(db, "SELECT client, server, tool, outcome, length(args_sha256) FROM audit_log "
+                        "WHERE outcome = 'ok'");
+  ASSERT_FALSE(audit.empty());
+  EXPECT_EQ(audit.back(), "ledger-client|test|echo|ok|64");
 }
 
 }  // namespace

@@ -439,11 +439,11 @@ TEST(McpMux, ServerConcurrencyQueuesCallsAndClientLimitsRefuseThem) {
     auto ex = co_await asio::this_coro::executor;
     auto results = std::make_shared<std::vector<std::string>>();
     auto sleeper = [](mcp::Multiplexer* mux, std::string cl, int d,
-                      std::shared_ptr<std::vector<std::string>> out) -> asio::awaitable<void> {
+                      std::shared_ptr<std::vector<std::string>> sink) -> asio::awaitable<void> {
       mcp::ToolCall call;
       call.client = cl;
       auto r = co_await mux->call_tool("test__sleep", args("ms", d), call, nullptr);
-      out->push_back(r ? text_of(r) : std::to_string(r.error().code));
+      sink->push_back(r ? text_of(r) : std::to_string(r.error().code));
     };
     std::string r;
     // Server concurrency 1: the second call waits for the first, both succeed.

@@ -3,13 +3,13 @@
 // and error mapping, shaped like LobeChat's requests. AGENTD_BIN and FAKE_LLM_BIN name them.
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import OpenAI, { toFile } from 'openai';
+
+import { startPrinting, stopAll } from './children.mjs';
 
 const UPSTREAM_KEY = 'upstream-key';
 const TOKEN = 'interop-lobechat-token-0123';
@@ -20,24 +20,7 @@ let fake; // http://127.0.0.1:PORT of the provider double
 let agentd; // http://127.0.0.1:PORT of agentd
 let dir;
 
-// Spawns a program and resolves with the first URL printed on a line matching `re`.
-function start(bin, args, re, name) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    children.push(child);
-    const timer = setTimeout(() => reject(new Error(`${name} did not start in 60s`)), 60000);
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`${name} exited early (${code})`)));
-    const lines = createInterface({ input: child.stdout });
-    lines.on('line', (line) => {
-      const m = re.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-  });
-}
+const start = (bin, args, re, name) => startPrinting(children, bin, args, re, name);
 
 async function control(path, body) {
   const res = await fetch(fake + path, {
@@ -90,13 +73,7 @@ ai:
 });
 
 after(async () => {
-  for (const child of children.reverse()) {
-    if (child.exitCode !== null) continue;
-    child.removeAllListeners('exit');
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await exited;
-  }
+  await stopAll(children);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

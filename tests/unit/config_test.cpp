@@ -248,8 +248,17 @@ TEST(LogAndStoreSections, Validation) {
   EXPECT_EQ(c.store.data_dir, "/tmp/d");
   EXPECT_THAT(error_of("log: {level: loud}\n"), HasSubstr("log.level: expected one of"));
   EXPECT_THAT(error_of("log: {format: xml}\n"), HasSubstr("log.format: expected text or json"));
-  EXPECT_THAT(error_of("store: {redis: 'redis://x'}\n"),
-              HasSubstr("store.redis: this build has no redis support yet"));
+  EXPECT_EQ(c.store.records.data_dir, "/tmp/d");  // SQLite lives in the data dir
+  auto shared = parse(
+      "store: {redis: 'redis://:pw@10.0.0.5:6380/2', postgres: 'postgresql://agentd@db/agentd', "
+      "pool_size: 8}\n");
+  EXPECT_EQ(shared.store.kv.redis, "redis://:pw@10.0.0.5:6380/2");
+  EXPECT_EQ(shared.store.records.postgres, "postgresql://agentd@db/agentd");
+  EXPECT_EQ(shared.store.records.pool_size, 8u);
+  EXPECT_THAT(error_of("store: {redis: 'http://x'}\n"), HasSubstr("store.redis"));
+  EXPECT_THAT(error_of("store: {redis: 'rediss://x'}\n"), HasSubstr("store.redis"));
+  EXPECT_THAT(error_of("store: {pool_size: 0}\n"), HasSubstr("store.pool_size"));
+  EXPECT_THAT(error_of("store: {redis_url: x}\n"), HasSubstr("store.redis_url: unknown key"));
   EXPECT_THAT(error_of("store: {data_dir: ''}\n"), HasSubstr("store.data_dir: must not be empty"));
   EXPECT_EQ(error_of("store: {redis: '', postgres: '${UNSET:-}'}\n"), "");
 }

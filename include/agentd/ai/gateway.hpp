@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,9 +68,23 @@ struct RawResponse {
   std::string body;
 };
 
+// One upstream call's usage and estimated cost, for the spend ledger.
+struct SpendEvent {
+  std::string client;
+  std::string provider;
+  std::string model;
+  std::int64_t tokens_in = 0;
+  std::int64_t tokens_out = 0;
+  double cost_usd = 0;
+  std::string request_id;
+};
+
 class Gateway {
  public:
   virtual ~Gateway() = default;
+  // Called (on the loop) after every answered call that used tokens: the durable spend
+  // ledger. Budgets are enforced by the counters, not by this.
+  virtual void on_spend(std::function<void(const SpendEvent&)> fn) = 0;
   // Chat completion, non-streaming. `request` is the client's OpenAI-shaped body.
   virtual boost::asio::awaitable<Outcome<json>> chat(const CallContext& ctx, json request,
                                                      CallInfo& info) = 0;

@@ -11,26 +11,15 @@
 #include <optional>
 #include <string>
 
+#include "agentd/store/kv.hpp"
+
 namespace agentd::ai {
 
 using std::chrono::milliseconds;
 
-class Counters {
- public:
-  virtual ~Counters() = default;
-  struct Take {
-    bool taken = false;
-    std::int64_t value = 0;  // the counter after the call (unchanged when not taken)
-  };
-  // Atomically adds `amount` to `key` when value + amount <= limit; a new key starts at 0
-  // and expires `ttl` after it was created. One round trip (a Lua script on Redis).
-  virtual boost::asio::awaitable<Take> take(const std::string& key, std::int64_t amount,
-                                            std::int64_t limit, milliseconds ttl) = 0;
-  // Adds unconditionally (negative gives back): corrections once actual usage is known.
-  virtual boost::asio::awaitable<std::int64_t> add(const std::string& key, std::int64_t amount,
-                                                   milliseconds ttl) = 0;
-  virtual boost::asio::awaitable<std::int64_t> get(const std::string& key) = 0;
-};
+// Rate-limit windows and budget reservations: the store's counters (in-process, or Redis
+// shared by every instance). take() is atomic and one round trip.
+using Counters = store::Counters;
 
 class ResponseCache {
  public:
@@ -45,5 +34,9 @@ class ResponseCache {
 std::unique_ptr<Counters> make_memory_counters();
 // Least-recently-used eviction once `max_bytes` of keys and values are held.
 std::unique_ptr<ResponseCache> make_memory_cache(std::uint64_t max_bytes);
+// Cached answers in the store's cache (Redis, shared by every instance). A store error reads
+// as a miss and a failed put is dropped: the cache going away never fails a request. `cache`
+// must outlive the result.
+std::unique_ptr<ResponseCache> make_store_cache(store::Cache& cache, std::string prefix = "ai:cache:");
 
 }  // namespace agentd::ai

@@ -11,12 +11,16 @@
 #include "agentd/core/log.hpp"
 #include "agentd/mcp/config.hpp"
 #include "agentd/net/client.hpp"
+#include "agentd/store/kv.hpp"
+#include "agentd/store/records.hpp"
 #include "agentd/net/server.hpp"
 
 namespace agentd::app {
 
 struct StoreConfig {
   std::string data_dir = "./data";  // tokens, SQLite, blobs
+  store::KvConfig kv;               // cache, counters, event streams: in-process or Redis
+  store::RecordsConfig records;     // durable records: SQLite in data_dir, or PostgreSQL
 };
 
 struct Config {

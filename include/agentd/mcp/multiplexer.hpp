@@ -8,6 +8,7 @@
 #include <boost/system/result.hpp>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -66,6 +67,18 @@ struct SamplingRequest {
 };
 // Returns a CreateMessageResult, or an error sent back to the server.
 using Sampler = std::function<boost::asio::awaitable<RpcResult<json>>(SamplingRequest)>;
+
+// One audited call (tools/call, prompts/get, resources/read): who, what, a digest of the
+// arguments (never their values), how it ended and how long it took.
+struct AuditEvent {
+  std::string client;
+  std::string request_id;
+  std::string server;
+  std::string tool;         // the upstream name; "prompt:<name>" / "resource:<uri>" otherwise
+  std::string args_sha256;  // 64 hex characters
+  std::string outcome;      // ok | tool_error | error | unavailable | denied | limited
+  std::chrono::microseconds duration{0};
+};
 
 // Which catalog entries a caller may see: (server, name), where name is an upstream tool's
 // name, "prompt:<name>" for a prompt or "resource:<uri>" for a resource or template.
@@ -142,6 +155,9 @@ class Multiplexer {
   // Sampling requests from upstream servers go to `sampler` (agentd then declares the
   // sampling capability to servers started afterwards). Unset: -32601 to the server.
   virtual void set_sampler(Sampler) {}
+  // Every audited call, after its audit log line (the durable audit log, when the store has
+  // one). Called on the loop.
+  virtual void on_audit(std::function<void(const AuditEvent&)>) {}
   virtual std::vector<ServerStatus> status() const = 0;
 };
 
