@@ -33,6 +33,8 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using asio::use_awaitable;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+// Events already queued are written together, up to this much per write.
+constexpr std::size_t kSseCoalesceBytes = 64 * 1024;
 
 using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
@@ -485,19 +487,39 @@ class ServerImpl final : public HttpServer {
                    asio::detached);
 
     bool ok = true;
+    bool ended = false;  // the last chunk went out with the last events
     while (ok) {
       auto ev = co_await sse->next(config_.sse_keepalive);
       std::string text;
       if (ev) {
         text = format_sse(*ev);
+        // What is already queued (a producer pushes every event of one upstream read before
+        // this runs) goes out in the same write: one send per read, not one per event.
+        while (text.size() < kSseCoalesceBytes) {
+          auto more = sse->try_next();
+          if (!more) break;
+          text += format_sse(*more);
+        }
       } else if (sse->ended()) {
         break;
       } else {
         text = format_sse_comment("keepalive");
       }
       lowest.expires_after(config_.write_timeout);
-      auto [ec, n] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(text)),
-                                                kTuple);
+      boost::system::error_code ec;
+      if (sse->ended() && sse->state() == SseStream::State::finished) {
+        // The producer is done: the events and the end of the body in one write.
+        auto [wec, n] = co_await asio::async_write(
+            stream, beast::buffers_cat(http::make_chunk(asio::buffer(text)), http::make_chunk_last()),
+            kTuple);
+        ec = wec;
+        ended = !ec;
+        if (!ec) break;
+      } else {
+        auto [wec, n] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(text)),
+                                                   kTuple);
+        ec = wec;
+      }
       if (ec) {
         ok = false;
         // A write deadline also means the client stopped reading.
@@ -515,6 +537,7 @@ class ServerImpl final : public HttpServer {
     sse_clients_.dec();
     conn.sse.reset();
     if (!ok) co_return false;
+    if (ended) co_return why == SseStream::State::finished;
     lowest.expires_after(config_.write_timeout);
     auto [ec, n] = co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
     co_return !ec && why == SseStream::State::finished;

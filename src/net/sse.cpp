@@ -151,6 +151,13 @@ void SseStream::close(State why) {
   for (auto& fn : callbacks) fn(why);
 }
 
+std::optional<SseEvent> SseStream::try_next() {
+  if (queue_.empty()) return std::nullopt;
+  SseEvent e = std::move(queue_.front());
+  queue_.pop_front();
+  return e;
+}
+
 asio::awaitable<std::optional<SseEvent>> SseStream::next(std::chrono::milliseconds keepalive) {
   for (;;) {
     if (!queue_.empty()) {

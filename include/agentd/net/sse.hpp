@@ -61,6 +61,8 @@ class SseStream {
   // Consumer side (the server). next() yields an event, or nullopt: check `ended()` to tell
   // "keepalive interval passed" from "stream over".
   boost::asio::awaitable<std::optional<SseEvent>> next(std::chrono::milliseconds keepalive);
+  // The next queued event without waiting (so the consumer can write what is queued at once).
+  std::optional<SseEvent> try_next();
   bool ended() const noexcept { return state_ != State::open && queue_.empty(); }
   void close(State why);  // consumer gone (client_gone / shutdown / overflow)
   std::size_t queued() const noexcept { return queue_.size(); }
