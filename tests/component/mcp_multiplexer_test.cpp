@@ -517,11 +517,17 @@ std::string in_path(const std::string& program) {
 
 // Starts `args` (after `node`, in tests/interop) with PORT substituted; ready once the port
 // takes connections.
-std::unique_ptr<NodeHttp> start_node_http(std::vector<std::string> args) {
+std::unique_ptr<NodeHttp> start_node_http(std::vector<std::string> args,
+                                          std::vector<std::string> env = {}) {
   auto n = std::make_unique<NodeHttp>();
   n->port = free_loopback_port();
-  for (auto& a : args) {
-    if (a == "PORT") a = std::to_string(n->port);
+  for (auto* list : {&args, &env}) {
+    for (auto& a : *list) {
+      if (auto at = a.rfind("PORT"); at != std::string::npos && a.substr(at) == "PORT" &&
+                                    (at == 0 || a[at - 1] == '=')) {
+        a = a.substr(0, at) + std::to_string(n->port);
+      }
+    }
   }
   // mcp-proxy reads options from MCP_PROXY_* variables: none may leak in.
   std::vector<std::string> unset;
@@ -529,8 +535,7 @@ std::unique_ptr<NodeHttp> start_node_http(std::vector<std::string> args) {
     std::string kv = *e;
     if (kv.starts_with("MCP_PROXY_")) unset.push_back(kv.substr(0, kv.find('=')));
   }
-  n->process =
-      std::make_unique<Process>(in_path("node"), args, std::vector<std::string>{}, unset, kInterop);
+  n->process = std::make_unique<Process>(in_path("node"), args, env, unset, kInterop);
   auto deadline = std::chrono::steady_clock::now() + 30s;
   while (!accepts_connections(n->port)) {
     if (n->process->wait(0ms)) {
@@ -681,6 +686,64 @@ TEST(McpMuxStateless, McpProxyIsSpokenWithInThe2026Era) {
   EXPECT_NE(out.find("prompts\n"), std::string::npos) << out;
   EXPECT_TRUE(out.ends_with("read")) << out;
 }
+
+// Sampling, elicitation and roots from server-everything over HTTP: its requests arrive on
+// the event stream of the tools/call they belong to (Streamable HTTP) or on the one SSE stream
+// (legacy), and still reach the right caller.
+asio::awaitable<std::string> server_requests_round(mcp::Multiplexer& m, std::string server,
+                                                   std::shared_ptr<int> asked) {
+  auto tool = [&](const char* t) { return server + "__" + t; };
+  if (!co_await wait_tool(m, tool("trigger-elicitation-request"))) {
+    co_return "no elicitation tool: " + detail_of(m, server);
+  }
+  std::string r;
+  mcp::ToolCall call;
+  call.client = "dora";
+  json sample = {{"prompt", "over http"}, {"maxTokens", 20}};
+  r += text_of(co_await m.call_tool(tool("trigger-sampling-request"), std::move(sample), call,
+                                    nullptr)) + "\n";
+  call.on_elicit = [asked](json params) { return fake_elicit(asked, std::move(params)); };
+  r += text_of(co_await m.call_tool(tool("trigger-elicitation-request"), json::object(), call,
+                                    nullptr)) + "\n";
+  if (co_await wait_tool(m, tool("get-roots-list"))) {
+    r += text_of(co_await m.call_tool(tool("get-roots-list"), json::object(), call, nullptr));
+  } else {
+    r += "no roots tool";
+  }
+  co_return r;
+}
+
+class McpMuxOverHttp : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(McpMuxOverHttp, ServerRequestsReachTheCallerOfTheirCall) {
+  const std::string mode = GetParam();  // streamableHttp | sse
+  auto server = start_node_http(
+      {kInterop + "/node_modules/@modelcontextprotocol/server-everything/dist/index.js", mode},
+      {"PORT=PORT"});
+  ASSERT_TRUE(server->problem.empty()) << server->problem;
+  mcp::Config c;
+  auto s = http_server("ev", "http://127.0.0.1:" + std::to_string(server->port) +
+                                 (mode == "sse" ? "/sse" : "/mcp"));
+  if (mode == "sse") s.transport = mcp::TransportKind::sse;
+  s.roots = {"file:///srv/project"};
+  c.servers = {s};
+  auto seen = std::make_shared<std::vector<mcp::SamplingRequest>>();
+  auto asked = std::make_shared<int>(0);
+  auto out = run_with(
+      c,
+      [seen](mcp::Multiplexer& m) {
+        m.set_sampler([seen](mcp::SamplingRequest req) { return fake_sample(seen, std::move(req)); });
+      },
+      [asked](mcp::Multiplexer& m) { return server_requests_round(m, "ev", asked); });
+  EXPECT_NE(out.find("sampled answer 42"), std::string::npos) << out;
+  EXPECT_NE(out.find("Ada Lovelace"), std::string::npos) << out;
+  EXPECT_NE(out.find("file:///srv/project"), std::string::npos) << out;
+  EXPECT_EQ(*asked, 1);
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ((*seen)[0].client, "dora");
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, McpMuxOverHttp, ::testing::Values("streamableHttp", "sse"));
 
 }  // namespace
 }  // namespace agentd::test
