@@ -20,6 +20,7 @@ Config parse_config(const YAML::Node& root) {
     if (c.store.data_dir.empty()) n->child("data_dir").fail("must not be empty");
     c.store.kv = store::parse_kv_config(*n);
     store::parse_records_config(*n, c.store.records);
+    c.store.blobs = store::parse_blobs_config(*n);
     n->finish();
   }
   if (auto n = top.get("http_client")) {

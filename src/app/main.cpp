@@ -24,6 +24,7 @@
 #include "agentd/core/runtime.hpp"
 #include "agentd/net/client.hpp"
 #include "agentd/net/server.hpp"
+#include "agentd/store/blobs.hpp"
 #include "agentd/store/kv.hpp"
 #include "agentd/store/records.hpp"
 
@@ -160,6 +161,15 @@ int run(const Args& args) {
   std::unique_ptr<store::Records> records;
   try {
     records = store::make_records(config.store.records, blocking, metrics);
+  } catch (const std::exception& e) {
+    std::cerr << "agentd: store: " << e.what() << "\n";
+    return 1;
+  }
+  // Blobs (artifact bodies, media): content-addressed files in <data_dir>/blobs with a warm
+  // copy in the cache; their disk work shares the blocking pool. For the agent planner.
+  std::unique_ptr<store::Blobs> blobs;
+  try {
+    blobs = store::make_blobs(config.store.blobs, kv->cache(), blocking, &metrics);
   } catch (const std::exception& e) {
     std::cerr << "agentd: store: " << e.what() << "\n";
     return 1;

@@ -27,6 +27,7 @@
 
 #include "agentd/store/kv.hpp"
 #include "agentd/store/redis_protocol.hpp"
+#include "support/coro.hpp"
 #include "support/process.hpp"
 
 namespace {
@@ -73,39 +74,7 @@ asio::awaitable<void> yield() {
   co_await asio::post(ex, asio::use_awaitable);
 }
 
-// Starts coroutines and waits for all of them.
-class Group {
- public:
-  explicit Group(asio::any_io_executor ex) : ex_(ex), timer_(ex) {}
-  void spawn(asio::awaitable<void> work) {
-    ++pending_;
-    asio::co_spawn(ex_, std::move(work), [this](std::exception_ptr e) {
-      if (e) ++failures_;
-      if (--pending_ == 0) timer_.cancel();
-    });
-  }
-  asio::awaitable<void> wait() {
-    while (pending_ > 0) {
-      timer_.expires_at(Clock::time_point::max());
-      co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-    }
-  }
-  int failures() const { return failures_; }
-
- private:
-  asio::any_io_executor ex_;
-  asio::steady_timer timer_;
-  int pending_ = 0;
-  int failures_ = 0;
-};
-
-#define CO_ASSERT(cond)                             \
-  do {                                              \
-    if (!(cond)) {                                  \
-      ADD_FAILURE() << "assertion failed: " #cond; \
-      co_return;                                    \
-    }                                               \
-  } while (0)
+using agentd::test::Group;
 
 
 // A private redis-server on a free loopback port, in its own temp dir, that a test may kill,

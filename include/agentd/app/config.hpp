@@ -11,6 +11,7 @@
 #include "agentd/core/log.hpp"
 #include "agentd/mcp/config.hpp"
 #include "agentd/net/client.hpp"
+#include "agentd/store/blobs.hpp"
 #include "agentd/store/kv.hpp"
 #include "agentd/store/records.hpp"
 #include "agentd/net/server.hpp"
@@ -21,6 +22,7 @@ struct StoreConfig {
   std::string data_dir = "./data";  // tokens, SQLite, blobs
   store::KvConfig kv;               // cache, counters, event streams: in-process or Redis
   store::RecordsConfig records;     // durable records: SQLite in data_dir, or PostgreSQL
+  store::BlobsConfig blobs;         // content-addressed bodies in <data_dir>/blobs
 };
 
 struct Config {
