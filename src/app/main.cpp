@@ -19,6 +19,7 @@
 #include "agentd/api/openai.hpp"
 #include "agentd/mcp/multiplexer.hpp"
 #include "agentd/app/config.hpp"
+#include "agentd/app/ledger.hpp"
 #include "agentd/app/tokens.hpp"
 #include "agentd/core/log.hpp"
 #include "agentd/core/runtime.hpp"
@@ -56,24 +57,9 @@ struct Args {
   bool migrate_status = false;
 };
 
-// The durable spend ledger and audit log: written after the fact, off the request's path. A
-// failed write is logged (the metrics and the audit log line already have the facts).
-asio::awaitable<void> record_spend(store::Records& records, store::SpendEntry entry,
-                                   std::string request_id) {
-  auto r = co_await records.record_spend(std::move(entry));
-  if (!r) {
-    spdlog::warn("rid={} spend not recorded: {}", request_id.empty() ? "-" : request_id,
-                 r.error().message());
-  }
-}
-
-asio::awaitable<void> record_audit(store::Records& records, store::AuditEntry entry) {
-  auto rid = entry.request_id;
-  auto r = co_await records.append_audit(std::move(entry));
-  if (!r) {
-    spdlog::warn("rid={} mcp audit record not stored: {}", rid.empty() ? "-" : rid,
-                 r.error().message());
-  }
+asio::awaitable<void> shutdown_tail(mcp::Multiplexer& mux, app::Ledger& ledger) {
+  co_await mux.stop();
+  co_await ledger.drain(std::chrono::seconds(5));
 }
 
 // `agentd migrate [--status]`: the schema of the durable store (SQLite or PostgreSQL).
@@ -182,6 +168,9 @@ int run(const Args& args) {
                       h.detail};
   });
 
+  // Spend and audit records, batched: many records per commit, off the request path.
+  app::Ledger ledger(io.get_executor(), *records, metrics);
+
   std::unique_ptr<net::HttpClient> http_client;
   try {
     http_client = net::make_http_client(io.get_executor(), config.http_client, metrics);
@@ -198,7 +187,7 @@ int run(const Args& args) {
   auto gateway = ai::make_gateway(io.get_executor(), config.ai, *http_client, metrics, counters,
                                   response_cache);
   api::add_openai_routes(api, *gateway);
-  gateway->on_spend([&records, &io](const ai::SpendEvent& e) {
+  gateway->on_spend([&ledger](const ai::SpendEvent& e) {
     store::SpendEntry entry;
     entry.client = e.client.empty() ? "-" : e.client;
     entry.provider = e.provider;
@@ -206,7 +195,7 @@ int run(const Args& args) {
     entry.tokens_in = e.tokens_in;
     entry.tokens_out = e.tokens_out;
     entry.cost_micro_usd = std::llround(e.cost_usd * 1e6);
-    asio::co_spawn(io, record_spend(*records, std::move(entry), e.request_id), asio::detached);
+    ledger.spend(std::move(entry));
   });
   api.add_readiness_check("ai", [&config]() -> api::ReadyState {
     return {true, std::to_string(config.ai.providers.size()) + " provider(s), " +
@@ -214,7 +203,7 @@ int run(const Args& args) {
   });
 
   auto mux = mcp::make_multiplexer(io.get_executor(), config.mcp, *http_client, metrics);
-  mux->on_audit([&records, &io](const mcp::AuditEvent& e) {
+  mux->on_audit([&ledger](const mcp::AuditEvent& e) {
     store::AuditEntry entry;
     entry.client = e.client.empty() ? "-" : e.client;
     entry.server = e.server;
@@ -223,7 +212,7 @@ int run(const Args& args) {
     entry.outcome = e.outcome;
     entry.duration_us = e.duration.count();
     entry.request_id = e.request_id;
-    asio::co_spawn(io, record_audit(*records, std::move(entry)), asio::detached);
+    ledger.audit(std::move(entry));
   });
   if (!config.mcp.sampling.model.empty()) {
     mux->set_sampler(api::make_sampler(*gateway, config.mcp.sampling));
@@ -271,9 +260,10 @@ int run(const Args& args) {
           stopping = true;
           spdlog::info("signal {}: shutting down (grace {}ms)", sig,
                        config.server.shutdown_grace.count());
-          server->shutdown(config.server.shutdown_grace, [&io, &mux, &kv] {
-            // Requests are drained: close the MCP servers (stdio children end), then stop.
-            asio::co_spawn(io, mux->stop(), [&io, &kv](std::exception_ptr) {
+          server->shutdown(config.server.shutdown_grace, [&io, &mux, &kv, &ledger] {
+            // Requests are drained: close the MCP servers (stdio children end), write the
+            // queued spend and audit records, then stop.
+            asio::co_spawn(io, shutdown_tail(*mux, ledger), [&io, &kv](std::exception_ptr) {
               kv->stop();
               io.stop();
             });

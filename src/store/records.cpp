@@ -1215,6 +1215,68 @@ class SqlRecords final : public Records {
     co_return std::move(*out);
   }
 
+  asio::awaitable<Result<std::size_t>> append_audits(std::vector<AuditEntry> entries) override {
+    for (auto& a : entries) {
+      if (a.id.empty()) a.id = new_id();
+      if (a.at == 0) a.at = now_ms();
+      if (!valid_key(a.id) || !valid_text(a.client, 256) || !valid_key(a.server) ||
+          !valid_key(a.tool) || !valid_sha256(a.args_sha256) || !valid_key(a.outcome, 64) ||
+          a.duration_us < 0 || !valid_text(a.request_id, 256) ||
+          !valid_optional_key(a.intent_id) || a.at < 0) {
+        co_return err(Errc::bad_request);
+      }
+    }
+    if (entries.empty()) co_return std::size_t{0};
+    auto batch = std::make_shared<std::vector<AuditEntry>>(std::move(entries));
+    auto stored = std::make_shared<std::size_t>(0);
+    sql::Body body = [batch, stored](Conn& c) {
+      *stored = 0;  // a retried transaction starts over
+      for (const auto& x : *batch) {
+        auto rows = c.query("INSERT INTO audit_log (" AGENTD_AUDIT_COLS
+                            ") VALUES ($1, $2, $3, $4, "
+                            "$5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING id",
+                            Params{x.id, x.at, x.client, x.server, x.tool, x.args_sha256,
+                                   x.outcome, x.duration_us, x.request_id, opt_text(x.intent_id)});
+        *stored += rows.size();
+      }
+      return error_code();
+    };
+    auto ec = co_await exec_->run("append_audits", Access::write, true, std::move(body));
+    if (ec) co_return ec;
+    co_return *stored;
+  }
+
+  asio::awaitable<Result<std::size_t>> record_spends(std::vector<SpendEntry> entries) override {
+    for (auto& e : entries) {
+      if (e.id.empty()) e.id = new_id();
+      if (e.at == 0) e.at = now_ms();
+      if (!valid_key(e.id) || !valid_key(e.client) || !valid_key(e.provider) ||
+          !valid_key(e.model) || !valid_optional_key(e.intent_id) || e.tokens_in < 0 ||
+          e.tokens_out < 0 || e.cost_micro_usd < 0 || e.at < 0) {
+        co_return err(Errc::bad_request);
+      }
+      e.day = utc_day(e.at);
+    }
+    if (entries.empty()) co_return std::size_t{0};
+    auto batch = std::make_shared<std::vector<SpendEntry>>(std::move(entries));
+    auto stored = std::make_shared<std::size_t>(0);
+    sql::Body body = [batch, stored](Conn& c) {
+      *stored = 0;
+      for (const auto& x : *batch) {
+        auto rows = c.query("INSERT INTO spend_ledger (" AGENTD_SPEND_COLS
+                            ") VALUES ($1, $2, $3, "
+                            "$4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING id",
+                            Params{x.id, x.client, x.provider, x.model, x.day, x.tokens_in,
+                                   x.tokens_out, x.cost_micro_usd, opt_text(x.intent_id), x.at});
+        *stored += rows.size();
+      }
+      return error_code();
+    };
+    auto ec = co_await exec_->run("record_spends", Access::write, true, std::move(body));
+    if (ec) co_return ec;
+    co_return *stored;
+  }
+
   asio::awaitable<Result<std::vector<AuditEntry>>> query_audit(AuditQuery q) override {
     if (q.limit < 1 || q.limit > 10'000 || (!q.client.empty() && !valid_text(q.client, 256)) ||
         q.from < 0 || q.to < 0) {

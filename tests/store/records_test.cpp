@@ -854,6 +854,63 @@ TEST_P(RecordsTest, ARetriedSpendEntryIsCountedOnce) {
 // ---------------------------------------------------------------------------------------------
 // Audit log.
 
+TEST_P(RecordsTest, BatchesOfAuditAndSpendEntriesCommitTogetherAndOnce) {
+  std::vector<AuditEntry> audits;
+  for (int n = 0; n < 300; ++n) {
+    AuditEntry a;
+    a.id = "batch-audit-" + std::to_string(n);
+    a.client = "batcher";
+    a.server = "fs";
+    a.tool = "read";
+    a.args_sha256 = sha(static_cast<char>('a' + n % 6));
+    a.outcome = "ok";
+    a.request_id = "rid";
+    audits.push_back(a);
+  }
+  auto stored = call(records().append_audits(audits));
+  ASSERT_TRUE(stored) << stored.error().message();
+  EXPECT_EQ(*stored, 300u);
+  auto again = call(records().append_audits(audits));  // a retried batch: nothing twice
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, 0u);
+  AuditQuery q;
+  q.client = "batcher";
+  q.limit = 1000;
+  auto rows = call(records().query_audit(q));
+  ASSERT_TRUE(rows);
+  EXPECT_EQ(rows->size(), 300u);
+
+  std::vector<SpendEntry> spends(3);
+  for (auto& e : spends) {
+    e.client = "batcher";
+    e.provider = "oai";
+    e.model = "gpt-4o-mini";
+    e.tokens_in = 10;
+    e.tokens_out = 5;
+    e.cost_micro_usd = 7;
+    e.at = at_utc(2025, 5, 2, 12);
+  }
+  auto spent = call(records().record_spends(spends));
+  ASSERT_TRUE(spent) << spent.error().message();
+  EXPECT_EQ(*spent, 3u);
+  auto day = call(records().spend_for_client_day("batcher", "2025-05-02"));
+  ASSERT_TRUE(day);
+  EXPECT_EQ(day->cost_micro_usd, 21);
+  EXPECT_EQ(day->calls, 3);
+
+  // One bad entry refuses the whole batch: nothing of it is stored.
+  std::vector<AuditEntry> mixed(2, audits.front());
+  mixed[0].id = "batch-audit-new";
+  mixed[1].id = "batch-audit-bad";
+  mixed[1].args_sha256 = "not-a-digest";
+  auto refused = call(records().append_audits(mixed));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), Errc::bad_request);
+  auto after = call(records().query_audit(q));
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->size(), 300u);
+}
+
 TEST_P(RecordsTest, AuditEntriesAreQueriedByClientAndTimeNewestFirst) {
   TimeMs t0 = at_utc(2025, 5, 1, 10);
   for (int n = 0; n < 6; ++n) {

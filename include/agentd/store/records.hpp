@@ -262,6 +262,11 @@ class Records {
 
   // Audit log of MCP tool calls.
   virtual asio::awaitable<Result<AuditEntry>> append_audit(AuditEntry entry) = 0;
+  // Many entries in one transaction (one commit), for high-rate writers: ids and times are
+  // assigned as by the single-entry calls, entries whose id is already stored are skipped
+  // (a retried batch is not recorded twice). Returns how many were stored.
+  virtual asio::awaitable<Result<std::size_t>> append_audits(std::vector<AuditEntry> entries) = 0;
+  virtual asio::awaitable<Result<std::size_t>> record_spends(std::vector<SpendEntry> entries) = 0;
   virtual asio::awaitable<Result<std::vector<AuditEntry>>> query_audit(AuditQuery query) = 0;
 
   // Last known state, without I/O (for /readyz).
