@@ -49,11 +49,13 @@ std::optional<Request> parse_request_bytes(std::string_view bytes, std::uint64_t
   while (!bytes.empty() && !parser.is_done()) {
     std::size_t used = parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
     if (ec == boost::beast::http::error::need_more) {
+      // Every byte there is was offered: the rest is an incomplete piece. (Beast expects the
+      // next put() after need_more to bring new bytes; offering the same ones again trips its
+      // chunk-header state, as the fuzzer found.)
       ec = {};
-      if (used == 0) break;  // the rest is an incomplete piece
-    } else if (ec) {
-      return std::nullopt;
+      break;
     }
+    if (ec) return std::nullopt;
     bytes.remove_prefix(used);
   }
   // The end of the bytes is the end of the stream (it completes a body delimited by close).
