@@ -45,23 +45,7 @@ namespace rp = agentd::store::redis;
 // Runs `work` on `io` until it finishes; fails the test when it takes longer than `limit`.
 // Background tasks (connections) keep running only while the test's coroutine does.
 void run(asio::io_context& io, asio::awaitable<void> work, std::chrono::milliseconds limit = 30s) {
-  bool done = false;
-  std::exception_ptr error;
-  asio::co_spawn(io, std::move(work), [&](std::exception_ptr e) {
-    done = true;
-    error = e;
-  });
-  io.restart();
-  auto deadline = Clock::now() + limit;
-  while (!done && Clock::now() < deadline) io.run_one_for(deadline - Clock::now());
-  ASSERT_TRUE(done) << "the test coroutine did not finish within " << limit.count() << " ms";
-  if (error) {
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      FAIL() << "exception: " << e.what();
-    }
-  }
+  agentd::test::run_coroutine(io, std::move(work), limit);
 }
 
 asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {

@@ -7,7 +7,12 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <exception>
 
 namespace agentd::test {
 
@@ -36,6 +41,29 @@ class Group {
   int pending_ = 0;
   int failures_ = 0;
 };
+
+// Runs `work` on `io` until it ends (at most `limit`); a timeout or an exception fails the test.
+inline void run_coroutine(boost::asio::io_context& io, boost::asio::awaitable<void> work,
+                          std::chrono::milliseconds limit) {
+  using Clock = std::chrono::steady_clock;
+  bool done = false;
+  std::exception_ptr error;
+  boost::asio::co_spawn(io, std::move(work), [&](std::exception_ptr e) {
+    done = true;
+    error = e;
+  });
+  io.restart();
+  auto deadline = Clock::now() + limit;
+  while (!done && Clock::now() < deadline) io.run_one_for(deadline - Clock::now());
+  ASSERT_TRUE(done) << "the test coroutine did not finish within " << limit.count() << " ms";
+  if (error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      FAIL() << "exception: " << e.what();
+    }
+  }
+}
 
 }  // namespace agentd::test
 
