@@ -29,22 +29,6 @@ std::vector<net::Header> parse_headers(const ConfigNode& node) {
   return out;
 }
 
-double as_number(const ConfigNode& node, double min, double max) {
-  auto s = node.as_string();
-  std::size_t pos = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &pos);
-  } catch (...) {
-    pos = 0;
-  }
-  if (pos == 0 || pos != s.size()) node.fail("expected a number, got \"" + s + "\"");
-  if (v < min || v > max) {
-    node.fail("must be between " + std::to_string(min) + " and " + std::to_string(max));
-  }
-  return v;
-}
-
 ProviderKind parse_kind(const ConfigNode& node) {
   auto s = node.as_string();
   if (s == "openai") return ProviderKind::openai;
@@ -81,9 +65,9 @@ std::string trim_slash(std::string s) {
 Price parse_price(const ConfigNode& node) {
   node.expect_map();
   Price p;
-  if (auto n = node.get("input")) p.input = as_number(*n, 0, 1e6);
-  if (auto n = node.get("output")) p.output = as_number(*n, 0, 1e6);
-  if (auto n = node.get("cached_input")) p.cached_input = as_number(*n, 0, 1e6);
+  if (auto n = node.get("input")) p.input = n->as_number(0, 1e6);
+  if (auto n = node.get("output")) p.output = n->as_number(0, 1e6);
+  if (auto n = node.get("cached_input")) p.cached_input = n->as_number(0, 1e6);
   node.finish();
   return p;
 }
@@ -159,8 +143,8 @@ Target parse_target(const ConfigNode& node) {
   node.expect_map();
   auto m = node.required("model");
   std::tie(t.provider, t.model) = split_target(m, m.as_string());
-  if (auto n = node.get("weight")) t.weight = as_number(*n, 0, 1e6);
-  if (auto n = node.get("temperature_max")) t.temperature_max = as_number(*n, 0, 2);
+  if (auto n = node.get("weight")) t.weight = n->as_number(0, 1e6);
+  if (auto n = node.get("temperature_max")) t.temperature_max = n->as_number(0, 2);
   if (auto n = node.get("max_tokens")) t.max_tokens = n->as_int(1, 10'000'000);
   if (auto n = node.get("headers")) t.headers = parse_headers(*n);
   t.context_window = node.get_int("context_window", 0, 0, 1'000'000'000);
@@ -274,8 +258,8 @@ Config parse_config(const ConfigNode& node, const std::vector<std::string>& clie
       ClientLimits l;
       l.rpm = lim.get_int("rpm", 0, 0, 100'000'000);
       l.tpm = lim.get_int("tpm", 0, 0, 1'000'000'000'000);
-      if (auto b = lim.get("budget_usd_day")) l.budget_usd_day = as_number(*b, 0, 1e9);
-      if (auto b = lim.get("budget_usd_month")) l.budget_usd_month = as_number(*b, 0, 1e9);
+      if (auto b = lim.get("budget_usd_day")) l.budget_usd_day = b->as_number(0, 1e9);
+      if (auto b = lim.get("budget_usd_month")) l.budget_usd_month = b->as_number(0, 1e9);
       lim.finish();
       c.limits[client] = l;
     }

@@ -43,21 +43,34 @@ Config parse_config(const YAML::Node& root) {
     for (const auto& cl : c.clients) names.push_back(cl.name);
     c.ai = ai::parse_config(*n, names);
   }
+  // A model an agent, a workflow or MCP sampling names must be one the AI layer can route.
+  auto model_known = [&c](const std::string& m) {
+    bool alias = std::any_of(c.ai.models.begin(), c.ai.models.end(),
+                             [&](const ai::ModelAlias& a) { return a.name == m; });
+    auto slash = m.find('/');
+    return alias || (slash != std::string::npos && c.ai.provider(m.substr(0, slash)));
+  };
   if (auto n = top.get("mcp")) {
     std::vector<std::string> names;
     for (const auto& cl : c.clients) names.push_back(cl.name);
     c.mcp = mcp::parse_config(*n, names);
     // Sampling goes through the AI routing layer: its model must be one it can route.
     if (const auto& m = c.mcp.sampling.model; !m.empty()) {
-      bool alias = std::any_of(c.ai.models.begin(), c.ai.models.end(),
-                               [&](const ai::ModelAlias& a) { return a.name == m; });
-      auto slash = m.find('/');
-      bool direct = slash != std::string::npos && c.ai.provider(m.substr(0, slash));
-      if (!alias && !direct) {
+      if (!model_known(m)) {
         n->child("sampling").child("model").fail(
             "\"" + m + "\" is neither an ai.models alias nor <provider>/<model> of ai.providers");
       }
     }
+  }
+  {
+    agent::ConfigContext ctx;
+    for (const auto& s : c.mcp.servers) ctx.mcp_servers.push_back(s.name);
+    ctx.model_known = model_known;
+    auto agents = top.get("agents");
+    auto workflows = top.get("workflows");
+    auto intents = top.get("intents");
+    c.agent = agent::parse_config(agents ? &*agents : nullptr, workflows ? &*workflows : nullptr,
+                                  intents ? &*intents : nullptr, ctx);
   }
   top.finish();
   return c;

@@ -12,8 +12,10 @@
 #include <filesystem>
 #include <iostream>
 
+#include "agentd/agent/engine.hpp"
 #include "agentd/ai/gateway.hpp"
 #include "agentd/api/api.hpp"
+#include "agentd/api/intents.hpp"
 #include "agentd/api/mcp.hpp"
 #include "agentd/api/mcp_sampling.hpp"
 #include "agentd/api/openai.hpp"
@@ -57,7 +59,10 @@ struct Args {
   bool migrate_status = false;
 };
 
-asio::awaitable<void> shutdown_tail(mcp::Multiplexer& mux, app::Ledger& ledger) {
+asio::awaitable<void> shutdown_tail(agent::Engine& engine, mcp::Multiplexer& mux,
+                                   app::Ledger& ledger) {
+  // Intents still running stay recorded as running: the next start resumes them.
+  co_await engine.stop(std::chrono::seconds(1));
   co_await mux.stop();
   co_await ledger.drain(std::chrono::seconds(5));
 }
@@ -232,6 +237,28 @@ int run(const Args& args) {
     });
   }
 
+  // The planner: intents run agents and workflows over the AI layer and the tool sources,
+  // recording each step durably and publishing their events on the store's streams.
+  auto mcp_tools = agent::make_mcp_tools(*mux);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  agent::Dependencies deps{*gateway, *records, kv->streams(), blobs.get(), {mcp_tools.get()},
+                           metrics, std::string(host) + ":" + std::to_string(::getpid()) + ":" +
+                                        store::new_id().substr(0, 8),
+                           nullptr};
+  deps.scopes_of = [&api](const std::string& client) -> std::function<bool(const std::string&)> {
+    const api::Client* c = api.client_by_name(client);
+    if (!c) return [](const std::string&) { return false; };
+    return [c](const std::string& scope) { return api::scope_allows(c->scopes, scope); };
+  };
+  auto engine = agent::make_engine(io.get_executor(), config.agent, std::move(deps));
+  api::add_intent_routes(api, *engine);
+  api.add_readiness_check("agents", [&engine]() -> api::ReadyState {
+    return {true, std::to_string(engine->config().agents.size()) + " agent(s), " +
+                      std::to_string(engine->config().workflows.size()) + " workflow(s), " +
+                      std::to_string(engine->running()) + " intent(s) running"};
+  });
+
   auto server = net::make_http_server(io, config.server, api.handler(), metrics);
   try {
     for (const auto& ep : server->start()) {
@@ -244,6 +271,10 @@ int run(const Args& args) {
   std::cout.flush();
   spdlog::info("agentd {} started", AGENTD_VERSION);
   mux->start();
+  // What a previous run of this instance (or a dead one) left unfinished: resumed or failed.
+  asio::co_spawn(io, engine->recover(), [](std::exception_ptr e) {
+    if (e) spdlog::error("intents: recovery failed");
+  });
 
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
@@ -260,10 +291,10 @@ int run(const Args& args) {
           stopping = true;
           spdlog::info("signal {}: shutting down (grace {}ms)", sig,
                        config.server.shutdown_grace.count());
-          server->shutdown(config.server.shutdown_grace, [&io, &mux, &kv, &ledger] {
-            // Requests are drained: close the MCP servers (stdio children end), write the
-            // queued spend and audit records, then stop.
-            asio::co_spawn(io, shutdown_tail(*mux, ledger), [&io, &kv](std::exception_ptr) {
+          server->shutdown(config.server.shutdown_grace, [&io, &engine, &mux, &kv, &ledger] {
+            // Requests are drained: stop the planner, close the MCP servers (stdio children
+            // end), write the queued spend and audit records, then stop.
+            asio::co_spawn(io, shutdown_tail(*engine, *mux, ledger), [&io, &kv](std::exception_ptr) {
               kv->stop();
               io.stop();
             });

@@ -157,6 +157,22 @@ std::chrono::milliseconds ConfigNode::as_duration() const {
   return *d;
 }
 
+double ConfigNode::as_number(double min, double max) const {
+  auto s = as_string();
+  std::size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  if (pos == 0 || pos != s.size()) fail("expected a number, got \"" + s + "\"");
+  if (v < min || v > max) {
+    fail("must be between " + std::to_string(min) + " and " + std::to_string(max));
+  }
+  return v;
+}
+
 std::uint64_t ConfigNode::as_size() const {
   auto s = as_string();
   auto v = parse_size(s);

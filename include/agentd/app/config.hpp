@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agentd/agent/config.hpp"
 #include "agentd/ai/config.hpp"
 #include "agentd/api/auth.hpp"
 #include "agentd/core/config.hpp"
@@ -33,6 +34,7 @@ struct Config {
   net::ClientConfig http_client;
   ai::Config ai;
   mcp::Config mcp;
+  agent::Config agent;  // the agents, workflows and intents sections
 };
 
 // The shipped config/agentd.yaml, compiled in: what agentd runs on without -c.

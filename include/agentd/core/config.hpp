@@ -51,6 +51,7 @@ class ConfigNode {
   std::int64_t as_int(std::int64_t min, std::int64_t max) const;
   std::chrono::milliseconds as_duration() const;
   std::uint64_t as_size() const;
+  double as_number(double min, double max) const;  // a decimal number within [min, max]
   std::vector<std::string> as_strings() const;
   std::string as_url() const;  // http(s)://host[:port][/path]
 

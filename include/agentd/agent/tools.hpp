@@ -1,0 +1,93 @@
+// The one tool interface the planner sees. The MCP catalog is the first source; sandboxes and
+// internal APIs plug in as further sources without the planner knowing where a tool lives.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace agentd::agent {
+
+using nlohmann::json;
+
+// A tool as the model sees it. `name` is unique across sources and valid as an OpenAI function
+// name ([A-Za-z0-9_-]{1,64}).
+struct ToolSpec {
+  std::string name;
+  std::string description;
+  json input_schema = json::object();  // JSON Schema of the arguments
+  json annotations;                    // MCP-style hints (readOnlyHint, ...); null: none
+  std::string source;                  // which source serves it ("mcp", "sandbox", ...)
+};
+
+// What a tool call produced. `content` holds MCP-style content blocks ({type: text|image|
+// audio|resource|resource_link, ...}); a tool failure is a result with is_error, which goes
+// back to the model like any other result.
+struct ToolResult {
+  json content = json::array();
+  json structured;  // structuredContent, when the tool gave one
+  bool is_error = false;
+
+  static ToolResult error(std::string message);
+  // The text the model gets: text blocks joined, other blocks summarized.
+  std::string text() const;
+};
+
+// Lets a caller stop a call in flight. Callbacks run once, on cancel().
+class Cancellation {
+ public:
+  void cancel();
+  bool cancelled() const noexcept { return cancelled_; }
+  // Called at once when already cancelled. Returns a handle for forget().
+  std::size_t on_cancel(std::function<void()> fn);
+  void forget(std::size_t handle);
+
+ private:
+  bool cancelled_ = false;
+  std::size_t next_ = 0;
+  std::vector<std::pair<std::size_t, std::function<void()>>> fns_;
+};
+
+// Who calls and how to reach them while the call runs.
+struct ToolContext {
+  std::string client;      // the intent's client (policy, audit)
+  std::string intent_id;
+  std::string request_id;  // for logs
+  std::shared_ptr<Cancellation> cancel;
+  std::function<void(const json& progress)> on_progress;  // may be unset
+  // A question for the user (an MCP elicitation's params: {message, requestedSchema}); returns
+  // `{action: accept|decline|cancel, content?}`. Unset: the source declines.
+  std::function<boost::asio::awaitable<json>(json question)> ask;
+};
+
+// Which tools an agent may use: MCP servers and name globs from its config, the client's scopes.
+struct ToolFilter {
+  std::vector<std::string> servers;  // "*" for all; empty: none
+  std::vector<std::string> globs;    // over tool names; empty: all of the servers
+  std::function<bool(const std::string& scope)> client_allows;  // unset: everything
+};
+
+class ToolSource {
+ public:
+  virtual ~ToolSource() = default;
+  virtual std::vector<ToolSpec> list(const ToolFilter& filter) const = 0;
+  // Whether `name` belongs to this source (whether or not the filter shows it).
+  virtual bool owns(const std::string& name) const = 0;
+  virtual boost::asio::awaitable<ToolResult> call(const std::string& name, json arguments,
+                                                  ToolContext ctx) = 0;
+};
+
+}  // namespace agentd::agent
+
+namespace agentd::mcp {
+class Multiplexer;
+}
+
+namespace agentd::agent {
+// The MCP catalog as a tool source: namespaced names, the multiplexer's policy, limits,
+// elicitation relayed to `ask`, progress to `on_progress`.
+std::unique_ptr<ToolSource> make_mcp_tools(mcp::Multiplexer& mux);
+}  // namespace agentd::agent
