@@ -163,6 +163,11 @@ class EngineImpl final : public Engine, public RunHost {
     intent.session_id = session;
     intent.status = store::IntentStatus::accepted;
     intent.input = body;
+    if (req.chat) {
+      intent.input["_chat"] = {{"messages", std::move(req.chat->messages)},
+                               {"tools", std::move(req.chat->tools)},
+                               {"user", std::move(req.chat->user)}};
+    }
     intent.owner = deps_.instance;
     intent.lease_until = store::now_ms() + config_.intents.lease.count();
     auto created = co_await deps_.records.create_intent(std::move(intent));

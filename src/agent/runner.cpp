@@ -210,7 +210,7 @@ struct ToolCallReq {
 
 // How a tool name offered to an agent is served.
 struct Offered {
-  enum class Kind { source, agent, ask_user } kind = Kind::source;
+  enum class Kind { source, agent, ask_user, client } kind = Kind::source;
   ToolSource* source = nullptr;
   std::string agent;
 };
@@ -339,10 +339,22 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       }
     }
     if (!intent_.session_id.empty()) co_await load_history();
+    if (auto chat = body.find("_chat"); chat != body.end() && chat->is_object()) {
+      // The OpenAI-compatible face: the conversation comes with the request, the client's own
+      // tools are offered to the top-level agent, and nobody can answer a question mid-run.
+      chat_ = true;
+      if (auto m = chat->find("messages"); m != chat->end() && m->is_array()) history_.assign(m->begin(), m->end());
+      if (auto t = chat->find("tools"); t != chat->end() && t->is_array()) client_tools_ = *t;
+      if (auto u = chat->find("user"); u != chat->end()) chat_user_ = *u;
+    }
 
     auto out = co_await run_named(intent_.agent, input, "r", true);
     if (stop_ == Stop::abandoned) co_return co_await finish_abandoned();
-    if (out) {
+    if (!out && out.error().code == "client_tool_calls") {
+      json result = {{"text", pending_text_}, {"tool_calls", pending_client_calls_},
+                     {"usage", usage_json()}, {"artifacts", artifacts_}};
+      co_await end(store::IntentStatus::completed, events::kCompleted, "", "", result);
+    } else if (out) {
       co_await complete(text, *out);
     } else if (stop_ == Stop::cancelled || (out.error().code == "cancelled" && stop_ != Stop::timeout)) {
       co_await end(store::IntentStatus::cancelled, events::kCancelled, "cancelled",
@@ -679,8 +691,22 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
   }
 
   // Tools an agent is offered, and how each is served.
-  std::vector<ToolSpec> offered_tools(const AgentConfig& a, std::map<std::string, Offered>& how) {
+  std::vector<ToolSpec> offered_tools(const AgentConfig& a, std::map<std::string, Offered>& how, bool top) {
     std::vector<ToolSpec> out;
+    if (top) {
+      for (const auto& t : client_tools_) {
+        if (!t.is_object() || !t.contains("function") || !t["function"].is_object()) continue;
+        const json& f = t["function"];
+        ToolSpec spec;
+        spec.name = f.value("name", "");
+        if (spec.name.empty() || how.contains(spec.name)) continue;
+        spec.description = f.value("description", "");
+        spec.input_schema = f.contains("parameters") ? f["parameters"] : json{{"type", "object"}};
+        spec.source = "client";
+        how[spec.name] = Offered{Offered::Kind::client, nullptr, {}};
+        out.push_back(std::move(spec));
+      }
+    }
     ToolFilter filter;
     filter.servers = a.servers;
     filter.globs = a.tools;
@@ -703,7 +729,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       how[spec.name] = Offered{Offered::Kind::agent, nullptr, sub};
       out.push_back(std::move(spec));
     }
-    if (a.ask_user) {
+    if (a.ask_user && !chat_) {
       ToolSpec spec;
       spec.name = kAskUser;
       spec.description = "Ask the user a question and wait for the answer. Use only when the task cannot go on without it.";
@@ -741,7 +767,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       emit(events::kStepStarted, {{"step", path}, {"agent", a.name}, {"kind", "agent"}});
     }
     std::map<std::string, Offered> how;
-    auto tools = offered_tools(a, how);
+    auto tools = offered_tools(a, how, top);
     json tool_defs = json::array();
     for (const auto& t : tools) {
       tool_defs.push_back({{"type", "function"},
@@ -752,7 +778,13 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     if (top) {
       for (const auto& h : history_) messages.push_back(h);
     }
-    messages.push_back({{"role", "user"}, {"content", std::move(input)}});
+    if (top && chat_) {
+      // The request's last user message as sent (it may hold images); none when the client
+      // is returning its tools' results.
+      if (!chat_user_.is_null()) messages.push_back({{"role", "user"}, {"content", chat_user_}});
+    } else {
+      messages.push_back({{"role", "user"}, {"content", std::move(input)}});
+    }
     bool reasked = false;
     Budget spent_here;
     for (int iter = 1; iter <= a.max_iterations; ++iter) {
@@ -804,6 +836,19 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
         host_.observe_overhead(Clock::now() - t0 - waited);
         co_return text;
       }
+      if (top && chat_) {
+        // A call of one of the client's own tools ends the run: the client runs it and sends the
+        // results in its next request, which continues the conversation.
+        bool client_call = std::any_of(calls.begin(), calls.end(), [&how](const ToolCallReq& c) {
+          auto h = how.find(c.name);
+          return h != how.end() && h->second.kind == Offered::Kind::client;
+        });
+        if (client_call) {
+          pending_client_calls_ = msg["tool_calls"];
+          pending_text_ = msg.value("content", json("")).is_string() ? msg.value("content", std::string()) : "";
+          co_return Error{200, "the client's tools were called", "client_tool_calls", ""};
+        }
+      }
       auto tt = Clock::now();
       auto results = co_await run_tools(a, how, calls, path + "/t" + std::to_string(iter));
       waited += Clock::now() - tt;
@@ -824,9 +869,20 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     return text;
   }
 
+  json usage_json() const {
+    return {{"prompt_tokens", tokens_in_}, {"completion_tokens", tokens_out_}, {"total_tokens", tokens_},
+            {"cost_usd", usd_}};
+  }
+
   void account(const json& usage, double cost, Budget& agent_spent) {
     std::int64_t t = 0;
-    if (usage.is_object()) t = usage.value("total_tokens", usage.value("prompt_tokens", 0) + usage.value("completion_tokens", 0));
+    if (usage.is_object()) {
+      std::int64_t in = usage.value("prompt_tokens", std::int64_t{0});
+      std::int64_t out = usage.value("completion_tokens", std::int64_t{0});
+      t = usage.value("total_tokens", in + out);
+      tokens_in_ += in;
+      tokens_out_ += out;
+    }
     tokens_ += t;
     usd_ += cost;
     agent_spent.tokens += t;
@@ -1073,6 +1129,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
   // timeout). Recorded, so a resumed run does not ask again.
   asio::awaitable<json> ask(json question, std::string kind, std::string path) {
     if (const auto* r = replayed(path)) co_return (*r)["answer"];
+    if (chat_) co_return json{{"action", "decline"}};
     auto q = std::make_shared<Question>(ex_);
     q->id = "in_" + derived_id(intent_.id, path).substr(0, 16);
     questions_[q->id] = q;
@@ -1187,7 +1244,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       trim.keep_messages = host_.config().intents.session_max_messages;
       (void)co_await records().trim_session(intent_.session_id, trim);
     }
-    json result = {{"text", answer}, {"usage", {{"total_tokens", tokens_}, {"cost_usd", usd_}}},
+    json result = {{"text", answer}, {"usage", usage_json()},
                    {"artifacts", artifacts_}};
     co_await end(store::IntentStatus::completed, events::kCompleted, "", "", result);
   }
@@ -1207,7 +1264,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     if (!result.is_null()) ev["result"] = result;
     if (!code.empty()) ev["code"] = code;
     if (!reason.empty()) ev["reason"] = reason;
-    ev["usage"] = {{"total_tokens", tokens_}, {"cost_usd", usd_}};
+    ev["usage"] = usage_json();
     if (r) emit(type, std::move(ev));
     co_await finish(status == store::IntentStatus::completed   ? IntentOutcome::completed
                     : status == store::IntentStatus::cancelled ? IntentOutcome::cancelled
@@ -1243,10 +1300,17 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
   std::deque<std::string> outbox_;
   bool writing_ = false;
   std::int64_t tokens_ = 0;
+  std::int64_t tokens_in_ = 0;
+  std::int64_t tokens_out_ = 0;
   double usd_ = 0;
   std::map<std::string, std::shared_ptr<Question>> questions_;
   std::string mem_section_;
   std::vector<json> history_;
+  bool chat_ = false;
+  json client_tools_ = json::array();
+  json chat_user_;
+  json pending_client_calls_;
+  std::string pending_text_;
   std::vector<std::string> artifacts_;
   asio::steady_timer deadline_;
   asio::steady_timer finished_;

@@ -2,6 +2,7 @@
 // routing outcome in x-agentd-* response headers.
 #include <spdlog/spdlog.h>
 
+#include "agentd/api/agent_chat.hpp"
 #include "agentd/api/openai.hpp"
 #include "agentd/net/sse.hpp"
 
@@ -79,12 +80,16 @@ asio::awaitable<void> pump(std::shared_ptr<ai::ChatStream> s,
   out->push({.id = {}, .event = {}, .data = "[DONE]", .retry_ms = std::nullopt});
 }
 
-asio::awaitable<Response> chat_completions(Api& api, ai::Gateway& gw, Request& req) {
+asio::awaitable<Response> chat_completions(Api& api, ai::Gateway& gw, agent::Engine* engine,
+                                           Request& req) {
   auto parsed = net::parse_json_object(req);
   if (parsed.error) co_return std::move(*parsed.error);
   json body = std::move(*parsed.value);
   auto model = model_of(body);
   if (!model) co_return ai_error_response(ai::Error::bad_request("model is required", "model"));
+  if (engine && is_agent_model(*engine, *model)) {
+    co_return co_await agent_chat(api, *engine, req, std::move(body));
+  }
   if (auto denied = check_model_scope(api, req, *model)) co_return std::move(*denied);
   auto ctx = context(req);
   bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
@@ -105,12 +110,20 @@ asio::awaitable<Response> chat_completions(Api& api, ai::Gateway& gw, Request& r
   co_return res;
 }
 
-asio::awaitable<Response> list_models(Api& api, ai::Gateway& gw, Request& req) {
+asio::awaitable<Response> list_models(Api& api, ai::Gateway& gw, agent::Engine* engine,
+                                      Request& req) {
   const Client* c = api.client_by_name(req.client);
   json data = json::array();
   for (auto& m : gw.models()) {
     if (c && scope_allows(c->scopes, "models:" + m["id"].get<std::string>())) {
       data.push_back(std::move(m));
+    }
+  }
+  if (engine) {
+    for (auto& m : agent_models(*engine)) {
+      if (c && scope_allows(c->scopes, "agents:" + m["id"].get<std::string>())) {
+        data.push_back(std::move(m));
+      }
     }
   }
   co_return Response::json(200, {{"object", "list"}, {"data", std::move(data)}});
@@ -194,11 +207,12 @@ Response ai_error_response(const ai::Error& e) {
   return res;
 }
 
-void add_openai_routes(Api& api, ai::Gateway& gw) {
+void add_openai_routes(Api& api, ai::Gateway& gw, agent::Engine* engine) {
   auto& r = api.router();
   r.add("POST", "/v1/chat/completions",
-        [&api, &gw](Request& req) { return chat_completions(api, gw, req); });
-  r.add("GET", "/v1/models", [&api, &gw](Request& req) { return list_models(api, gw, req); });
+        [&api, &gw, engine](Request& req) { return chat_completions(api, gw, engine, req); });
+  r.add("GET", "/v1/models",
+        [&api, &gw, engine](Request& req) { return list_models(api, gw, engine, req); });
   r.add("GET", "/v1/models/{id*}", [&api, &gw](Request& req) { return get_model(api, gw, req); });
   r.add("POST", "/v1/embeddings", [&api, &gw](Request& req) { return embeddings(api, gw, req); });
   r.add("POST", "/v1/audio/speech",

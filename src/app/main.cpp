@@ -191,7 +191,6 @@ int run(const Args& args) {
   }
   auto gateway = ai::make_gateway(io.get_executor(), config.ai, *http_client, metrics, counters,
                                   response_cache);
-  api::add_openai_routes(api, *gateway);
   gateway->on_spend([&ledger](const ai::SpendEvent& e) {
     store::SpendEntry entry;
     entry.client = e.client.empty() ? "-" : e.client;
@@ -253,6 +252,8 @@ int run(const Args& args) {
   };
   auto engine = agent::make_engine(io.get_executor(), config.agent, std::move(deps));
   api::add_intent_routes(api, *engine);
+  // The OpenAI-compatible face: models, and agents/workflows addressed as models.
+  api::add_openai_routes(api, *gateway, engine.get());
   api.add_readiness_check("agents", [&engine]() -> api::ReadyState {
     return {true, std::to_string(engine->config().agents.size()) + " agent(s), " +
                       std::to_string(engine->config().workflows.size()) + " workflow(s), " +

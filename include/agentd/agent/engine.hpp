@@ -8,6 +8,7 @@
 #include <boost/system/result.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -43,6 +44,16 @@ struct IntentRequest {
   std::function<bool(const std::string& scope)> allows;  // the client's scopes
   std::string request_id;
   json body;  // {intent, agent?, session_id?, memCtx?, attachments?}, validated by start()
+  // Set by the OpenAI-compatible face (a chat completion addressed to an agent): the earlier
+  // messages, the client's own tools (the run ends when the model calls one of them) and the
+  // last user message's content (null when the client is returning tool results). No
+  // questions are asked in such a run (they are declined).
+  struct Chat {
+    json messages = json::array();
+    json tools = json::array();
+    json user;
+  };
+  std::optional<Chat> chat;
 };
 
 // The stream name of an intent's events in store::EventStreams.
