@@ -189,6 +189,7 @@ IntentsConfig parse_intents(const ConfigNode& node) {
   c.max_intent_bytes = node.get_size("max_intent_size", c.max_intent_bytes);
   c.max_body_bytes = node.get_size("max_body_size", c.max_body_bytes);
   c.max_events = static_cast<std::size_t>(node.get_int("max_events", static_cast<std::int64_t>(c.max_events), 100, 10'000'000));
+  c.event_retention = node.get_duration("event_retention", c.event_retention);
   c.session_max_tokens = node.get_int("session_max_tokens", c.session_max_tokens, 0, 100'000'000);
   c.session_max_messages = node.get_int("session_max_messages", c.session_max_messages, 1, 100'000);
   c.lease = node.get_duration("lease", c.lease);

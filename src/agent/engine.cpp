@@ -93,6 +93,9 @@ class EngineImpl final : public Engine, public RunHost {
   const std::vector<ToolSource*>& tool_sources() const noexcept override { return tools_; }
   void finished(const std::string& id, IntentOutcome outcome) override {
     running_.erase(id);
+    if (outcome != IntentOutcome::abandoned) {
+      expiring_.emplace_back(std::chrono::steady_clock::now() + config_.intents.event_retention, id);
+    }
     running_gauge_.set(static_cast<double>(running_.size()));
     deps_.metrics.counter("agentd_intents_finished_total", "Intents finished, by outcome",
                           {{"outcome", std::string(to_string(outcome))}}).inc();
@@ -315,10 +318,23 @@ class EngineImpl final : public Engine, public RunHost {
           r->abandon();
         }
       }
+      co_await drop_expired_events();
       if (std::chrono::steady_clock::now() - last_recover >= config_.intents.lease) {
         last_recover = std::chrono::steady_clock::now();
         co_await recover();
       }
+    }
+  }
+
+  // Finished intents' event streams are dropped after intents.event_retention (their final
+  // state stays in the durable record, from which a late reader gets the final event).
+  asio::awaitable<void> drop_expired_events() {
+    auto now = std::chrono::steady_clock::now();
+    while (!expiring_.empty() && expiring_.front().first <= now) {
+      std::string id = std::move(expiring_.front().second);
+      expiring_.pop_front();
+      auto r = co_await deps_.events.trim(event_stream(id), 0, std::chrono::milliseconds(1));
+      if (!r) spdlog::warn("intent {}: events not dropped: {}", id, r.error().message);
     }
   }
 
@@ -372,6 +388,7 @@ class EngineImpl final : public Engine, public RunHost {
   std::vector<ToolSource*> tools_;
   std::unordered_map<std::string, std::shared_ptr<Run>> running_;
   asio::steady_timer sweep_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> expiring_;
   bool stopping_ = false;
   core::Counter& started_;
   core::Gauge& running_gauge_;

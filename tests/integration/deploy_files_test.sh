@@ -111,7 +111,7 @@ for f in "${examples[@]}"; do
 done
 
 # production.yaml with the environment docker/compose.yaml gives it (Redis and PostgreSQL URLs
-# set): they must not reach store.redis/store.postgres before the persistence layer exists.
+# set): still valid.
 if out=$(AGENTD_LISTEN=0.0.0.0:8443 AGENTD_LOCAL_LISTEN=127.0.0.1:8081 \
          AGENTD_REDIS_URL=redis://redis:6379/0 \
          AGENTD_DATABASE_URL=postgresql://agentd:pw@postgres:5432/agentd \
@@ -148,14 +148,14 @@ if command -v curl >/dev/null; then
     models=$(curl -sk --max-time 5 -H "Authorization: Bearer $LOBECHAT_TOKEN" "$https_url/v1/models" || true)
     [ "$health" = '{"status":"ok"}' ] && [ "$health_tls" = '{"status":"ok"}' ] &&
       [ "$ready" = 200 ] && [ "$denied" = 403 ] && [ "$token_mode" = 600 ] &&
-      grep -q '"id":"smart"' <<<"$models" || ok=0
+      grep -q '"id":"smart"' <<<"$models" && grep -q '"id":"assistant"' <<<"$models" || ok=0
   fi
   kill -TERM "$daemon_pid" 2>/dev/null || true
   status=0
   wait "$daemon_pid" || status=$?
   daemon_pid=
   if [ $ok -eq 1 ] && [ $status -eq 0 ] && grep -q '"msg":"agentd stopped"' "$tmp/stderr"; then
-    pass "production.yaml runs: https and loopback http listeners, ops token 0600, /readyz 200 for ops, /metrics 403 and /v1/models with alias smart for lobechat, exit 0 on SIGTERM"
+    pass "production.yaml runs: https and loopback http listeners, ops token 0600, /readyz 200 for ops, /metrics 403 and /v1/models with alias smart and agent assistant for lobechat, exit 0 on SIGTERM"
   else
     echo "--- stdout"; cat "$tmp/stdout"; echo "--- stderr"; tail -20 "$tmp/stderr"
     echo "healthz='${health:-}' healthz(tls)='${health_tls:-}' readyz=${ready:-} metrics=${denied:-} token mode=${token_mode:-} exit=$status"

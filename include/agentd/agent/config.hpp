@@ -78,6 +78,7 @@ struct IntentsConfig {
   std::size_t max_intent_bytes = 64 * 1024;  // the intent text
   std::size_t max_body_bytes = 1024 * 1024;  // the whole POST body (memCtx, attachments)
   std::size_t max_events = 10000;            // kept per intent's event stream
+  milliseconds event_retention{std::chrono::hours(1)};  // a finished intent's events, then dropped
   std::int64_t session_max_tokens = 0;  // history sent to the model; 0: 3/4 of 128k tokens
   std::int64_t session_max_messages = 200;  // kept per session
   milliseconds lease{std::chrono::seconds(30)};  // ownership of a running intent
