@@ -266,5 +266,12 @@ TEST(ValidateJson, ReportsTheFirstProblemWithItsPointer) {
   EXPECT_EQ(check(R"({"n": 1, "v": 3})"), "/v: expected 2");
 }
 
+TEST(ValidateJson, StringLengthsCountCharactersNotBytes) {
+  // JSON Schema counts characters (code points): "héllo" is 5 long, though 6 bytes in UTF-8.
+  auto schema = json::parse(R"({"type": "string", "minLength": 5, "maxLength": 5})");
+  EXPECT_EQ(agent::validate_json(schema, "h\xc3\xa9llo"), "");
+  EXPECT_EQ(agent::validate_json(schema, "\xe2\x82\xac\xe2\x82\xac"), "/: shorter than 5");
+}
+
 }  // namespace
 }  // namespace agentd
