@@ -524,6 +524,26 @@ TEST(AgentToolLoop, ToolErrorsUnknownToolsAndBadArgumentsGoBackToTheModel) {
       << tools[3];
 }
 
+// Arguments that parse but have the wrong types for agentd's own tools (agents-as-tools,
+// ask_user) are errors for the model too, not a run that never ends.
+TEST(AgentToolLoop, WrongArgumentTypesForBuiltInToolsAreErrorResults) {
+  Agentd d;
+  d.fake.script(
+      {Action::tools({tool("agent__a", R"({"input": 5})")}), Action::reply("boss gave up")});
+  auto ev = d.all_events(d.start_intent({{"intent", "delegate"}, {"agent", "boss"}}));
+  ASSERT_TRUE(ends_with(ev, "intent.completed")) << d.log();
+  const Event* r = find(ev, "tool.result");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data["is_error"], true);
+  EXPECT_EQ(r->data["content"][0]["text"], "the arguments of agent__a need \"input\": a string");
+
+  d.fake.script({Action::tools({tool("ask_user", R"({"question": ["what", "now"]})")}),
+                 Action::reply("no question")});
+  ev = d.all_events(d.start_intent({{"intent", "ask badly"}, {"agent", "asker"}}));
+  ASSERT_TRUE(ends_with(ev, "intent.completed")) << d.log();
+  EXPECT_FALSE(find(ev, "input.required"));
+}
+
 TEST(AgentLimits, IterationCapFailsTheIntent) {
   Agentd d;
   for (int i = 0; i < 3; ++i) d.fake.script(Action::tools({tool("nothing_here", "{}")}));
