@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
@@ -87,10 +88,21 @@ mcp:
   - { name: route1, kind: router, steps: [a, b], model: m }
   - { name: evo, kind: evaluator_optimizer, generator: a, evaluator: grader, min_rating: good }
   - { name: orch, kind: orchestrator, steps: [a, b], model: m, max_iterations: 3 }
-intents: { default_agent: plain, timeout: 60s, step_timeout: 20s, input_timeout: 20s, keepalive: 1s,
-           max_intent_size: 1KiB, max_body_size: 16KiB)";
-  if (!o.intents.empty()) y += ", " + o.intents;
-  y += " }\n";
+)";
+  // The intents section: these keys, replaced or added to by o.intents ("k: v, k: v").
+  std::map<std::string, std::string> intents{
+      {"default_agent", "plain"}, {"timeout", "60s"},  {"step_timeout", "20s"},
+      {"input_timeout", "20s"},   {"keepalive", "1s"}, {"max_intent_size", "1KiB"},
+      {"max_body_size", "16KiB"}};
+  for (std::size_t pos = 0; pos < o.intents.size();) {
+    auto end = std::min(o.intents.find(", ", pos), o.intents.size());
+    auto item = o.intents.substr(pos, end - pos);
+    auto colon = item.find(": ");
+    intents[item.substr(0, colon)] = item.substr(colon + 2);
+    pos = end + 2;
+  }
+  y += "intents:\n";
+  for (const auto& [k, v] : intents) y += "  " + k + ": " + v + "\n";
   return y;
 }
 
@@ -568,6 +580,34 @@ TEST(AgentLimits, TokenBudgetStopsTheRun) {
   EXPECT_EQ(d.intent(id)["status"], "failed");
 }
 
+TEST(AgentLimits, DeadlinesEndStepsQuestionsAndIntents) {
+  Agentd d({false, "timeout: 2s, step_timeout: 1s, input_timeout: 1s, max_running: 1"});
+  // A model that never answers: the step's deadline. Meanwhile the instance is full.
+  d.fake.script(Action::hanging());
+  auto t0 = Clock::now();
+  auto id = d.start_intent({{"intent", "hang"}});
+  auto busy = d.call("POST", "/v1/intents", R"({"intent":"one more"})");
+  EXPECT_EQ(busy.status, 429) << busy.body;
+  auto ev = d.all_events(id);
+  ASSERT_TRUE(ends_with(ev, "intent.failed", "step_timeout"));
+  EXPECT_LT(Clock::now() - t0, 1900ms);
+
+  // A question nobody answers: the model is told so, and goes on.
+  d.fake.script({Action::tools({tool("ask_user", R"({"question":"anyone?"})")}),
+                 Action::reply("nobody home")});
+  ev = d.all_events(d.start_intent({{"intent", "ask"}, {"agent", "asker"}}));
+  ASSERT_TRUE(ends_with(ev, "intent.completed"));
+  ASSERT_EQ(d.chats().size(), 3u);
+  EXPECT_EQ(tool_messages(d.chats()[2])[0]["content"], "The user did not answer (cancel).");
+
+  // Every step within its deadline, but together longer than the intent's.
+  Action slow = Action::tools({tool("nothing_here", "{}")});
+  slow.delay = 700ms;
+  d.fake.script({slow, slow, slow, slow});
+  ev = d.all_events(d.start_intent({{"intent", "slowly"}, {"agent", "asker"}}));
+  ASSERT_TRUE(ends_with(ev, "intent.failed", "timeout"));
+}
+
 // --- cancel, input -----------------------------------------------------------------------------
 
 TEST(AgentCancel, CancelWhileTheModelHangs) {
@@ -651,6 +691,19 @@ TEST(AgentInput, AskUserWaitsForTheAnswerAndTheModelGetsIt) {
   EXPECT_EQ(tools[0]["content"], "Paris");
   // Nothing is asked any more.
   EXPECT_EQ(d.call("POST", "/v1/intents/" + id + "/input", R"({"text":"again"})").status, 409);
+
+  // Cancelled while it waits for the answer.
+  d.fake.script(Action::tools({tool("ask_user", R"({"question":"Still there?"})")}));
+  s = d.stream_intent({{"intent", "ask again"}, {"agent", "asker"}});
+  ASSERT_TRUE(s);
+  q = s->until("input.required");
+  ASSERT_TRUE(q);
+  id = q->data["intent_id"].get<std::string>();
+  r = d.call("POST", "/v1/intents/" + id + "/cancel");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["status"], "cancelled");
+  ASSERT_TRUE(ends_with(s->until_terminal(), "intent.cancelled"));
+  EXPECT_EQ(d.chats().size(), 3u);
 }
 
 TEST(AgentInput, McpElicitationIsRelayedAndAnsweredThroughInput) {
@@ -968,6 +1021,7 @@ TEST(AgentArtifacts, HtmlFromTheAnswerIsServedSandboxedToItsClientOnly) {
   EXPECT_EQ(r.header("x-content-type-options"), "nosniff");
   EXPECT_EQ(d.call("GET", "/v1/artifacts/" + aid, "", kBob).status, 404);
   EXPECT_EQ(d.call("GET", "/v1/artifacts/0123456789abcdef0123456789abcdef").status, 404);
+
 }
 
 TEST(AgentArtifacts, AnImageFromAToolBecomesAnImageArtifact) {
