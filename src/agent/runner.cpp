@@ -120,7 +120,8 @@ std::vector<Fence> fenced_blocks(const std::string& text) {
     if (auto sp = lang.find(' '); sp != std::string::npos) lang.resize(sp);
     auto close = text.find("\n```", eol);
     if (close == std::string::npos) break;
-    out.push_back({lang, text.substr(eol + 1, close - eol - 1)});
+    // close == eol: an empty block (and close - eol - 1 would wrap around).
+    if (close > eol) out.push_back({lang, text.substr(eol + 1, close - eol - 1)});
     pos = close + 4;
   }
   return out;

@@ -1022,6 +1022,18 @@ TEST(AgentArtifacts, HtmlFromTheAnswerIsServedSandboxedToItsClientOnly) {
   EXPECT_EQ(d.call("GET", "/v1/artifacts/" + aid, "", kBob).status, 404);
   EXPECT_EQ(d.call("GET", "/v1/artifacts/0123456789abcdef0123456789abcdef").status, 404);
 
+  // An empty block is no artifact (and does not swallow the text after it).
+  d.fake.script(
+      Action::reply("Nothing here:\n```html\n```\nbut this:\n```python\nprint(1)\n```\n"));
+  ev = d.all_events(d.start_intent({{"intent", "make code"}}));
+  ASSERT_TRUE(ends_with(ev, "intent.completed"));
+  ASSERT_EQ(ev.back().data["result"]["artifacts"].size(), 1u) << ev.back().data;
+  art = find(ev, "artifact");
+  ASSERT_TRUE(art);
+  EXPECT_EQ(art->data["kind"], "code");
+  EXPECT_EQ(art->data["name"], "snippet.python");
+  EXPECT_EQ(d.call("GET", "/v1/artifacts/" + art->data["artifact_id"].get<std::string>()).body,
+            "print(1)");
 }
 
 TEST(AgentArtifacts, AnImageFromAToolBecomesAnImageArtifact) {
