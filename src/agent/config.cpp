@@ -115,6 +115,11 @@ AgentConfig parse_agent(const ConfigNode& node, const ConfigContext& ctx) {
   return a;
 }
 
+// For a key that is absent (ConfigNode::child would give an invalid node to fail on).
+[[noreturn]] void fail_missing(const ConfigNode& node, std::string_view key, const std::string& message) {
+  throw ConfigError(node.path() + "." + std::string(key), message);
+}
+
 WorkflowKind parse_kind(const ConfigNode& node) {
   auto s = node.as_string();
   if (s == "chain") return WorkflowKind::chain;
@@ -151,16 +156,16 @@ WorkflowConfig parse_workflow(const ConfigNode& node, const ConfigContext& ctx) 
   switch (w.kind) {
     case WorkflowKind::chain:
     case WorkflowKind::parallel:
-      if (w.steps.empty()) node.child("steps").fail("a " + std::string(to_string(w.kind)) + " needs steps");
+      if (w.steps.empty()) fail_missing(node, "steps", "a " + std::string(to_string(w.kind)) + " needs steps");
       break;
     case WorkflowKind::router:
     case WorkflowKind::orchestrator:
-      if (w.steps.empty()) node.child("steps").fail("needs the agents it may choose from");
-      if (w.model.empty()) node.child("model").fail("a " + std::string(to_string(w.kind)) + " needs a model");
+      if (w.steps.empty()) fail_missing(node, "steps", "needs the agents it may choose from");
+      if (w.model.empty()) fail_missing(node, "model", "a " + std::string(to_string(w.kind)) + " needs a model");
       break;
     case WorkflowKind::evaluator_optimizer:
-      if (w.generator.empty()) node.child("generator").fail("is required");
-      if (w.evaluator.empty()) node.child("evaluator").fail("is required");
+      if (w.generator.empty()) fail_missing(node, "generator", "is required");
+      if (w.evaluator.empty()) fail_missing(node, "evaluator", "is required");
       break;
   }
   node.finish();

@@ -1,5 +1,6 @@
 // Prompt pieces with no I/O: the memory context section, and the JSON Schema subset that
 // structured answers are checked against.
+#include <algorithm>
 #include <cmath>
 
 #include "agentd/agent/engine.hpp"
@@ -162,7 +163,10 @@ std::string validate_json(const json& schema, const json& value) {
       }
     }
     if (v.is_string()) {
-      auto n = v.get_ref<const std::string&>().size();
+      // JSON Schema lengths count characters: UTF-8 continuation bytes are not counted.
+      const auto& str = v.get_ref<const std::string&>();
+      auto n = static_cast<std::size_t>(std::count_if(
+          str.begin(), str.end(), [](char ch) { return (static_cast<unsigned char>(ch) & 0xC0) != 0x80; }));
       if (auto m = s.find("minLength"); m != s.end() && m->is_number() && n < m->get<std::size_t>()) {
         return where + ": shorter than " + m->dump();
       }

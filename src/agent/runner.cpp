@@ -120,7 +120,8 @@ std::vector<Fence> fenced_blocks(const std::string& text) {
     if (auto sp = lang.find(' '); sp != std::string::npos) lang.resize(sp);
     auto close = text.find("\n```", eol);
     if (close == std::string::npos) break;
-    out.push_back({lang, text.substr(eol + 1, close - eol - 1)});
+    // close == eol: an empty block (and close - eol - 1 would wrap around).
+    if (close > eol) out.push_back({lang, text.substr(eol + 1, close - eol - 1)});
     pos = close + 4;
   }
   return out;
@@ -1063,12 +1064,16 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       result = ToolResult::error("the arguments of " + call.name + " are not a JSON object: " + call.arguments.substr(0, 200));
     } else if (it == how->end()) {
       result = ToolResult::error("there is no tool \"" + call.name + "\" available to this agent");
+    } else if (it->second.kind != Offered::Kind::source && !string_arg(args, it->second.kind)) {
+      // json::value would throw on another type, and the run would never end.
+      result = ToolResult::error("the arguments of " + call.name + " need \"" + arg_name(it->second.kind) +
+                                 "\": a string");
     } else if (it->second.kind == Offered::Kind::agent) {
-      auto out = co_await self->run_named(it->second.agent, args.value("input", std::string()), path + "/agent", false);
+      auto out = co_await self->run_named(it->second.agent, *string_arg(args, it->second.kind), path + "/agent", false);
       result = out ? ToolResult{json::array({{{"type", "text"}, {"text", *out}}}), json(), false}
                    : ToolResult::error(it->second.agent + " failed: " + out.error().message);
     } else if (it->second.kind == Offered::Kind::ask_user) {
-      json q = {{"message", args.value("question", std::string())}};
+      json q = {{"message", *string_arg(args, it->second.kind)}};
       auto ans = co_await self->ask(std::move(q), "question", path + "/ask");
       std::string text;
       if (ans.value("action", "") == "accept" && ans.contains("content")) {
@@ -1117,6 +1122,14 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     self->emit(events::kToolResult, std::move(ev));
     co_await self->tool_artifacts(result, path);
     (*results)[i] = std::move(text);
+  }
+
+  // The one argument of agentd's own tools: agent__<name> {input}, ask_user {question}.
+  static std::string arg_name(Offered::Kind kind) { return kind == Offered::Kind::agent ? "input" : "question"; }
+  static std::optional<std::string> string_arg(const json& args, Offered::Kind kind) {
+    auto a = args.find(arg_name(kind));
+    if (a == args.end() || !a->is_string()) return std::nullopt;
+    return a->get<std::string>();
   }
 
   static asio::awaitable<json> elicit(std::weak_ptr<RunImpl> weak, json question, std::string path) {
