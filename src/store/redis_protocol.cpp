@@ -156,17 +156,26 @@ RedisUrl parse_redis_url(std::string_view s) {
   return u;
 }
 
-void encode_command(std::string& out, const std::vector<std::string_view>& args) {
-  out += '*';
-  out += std::to_string(args.size());
-  out += "\r\n";
+void encode_command(std::string& out, std::span<const std::string_view> args) {
+  // "*<n>\r\n", then "$<len>\r\n<arg>\r\n" per argument; numbers without std::to_string.
+  auto header = [&out](char kind, std::size_t n) {
+    char buf[24];
+    buf[0] = kind;
+    auto [end, ec] = std::to_chars(buf + 1, buf + sizeof buf - 2, n);
+    *end++ = '\r';
+    *end++ = '\n';
+    out.append(buf, end);
+  };
+  header('*', args.size());
   for (auto a : args) {
-    out += '$';
-    out += std::to_string(a.size());
-    out += "\r\n";
+    header('$', a.size());
     out.append(a.data(), a.size());
     out += "\r\n";
   }
+}
+
+void encode_command(std::string& out, const std::vector<std::string_view>& args) {
+  encode_command(out, std::span<const std::string_view>(args));
 }
 
 std::string encode_command(const std::vector<std::string_view>& args) {

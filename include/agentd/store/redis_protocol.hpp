@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -32,6 +33,7 @@ struct RedisUrl {
 RedisUrl parse_redis_url(std::string_view url);
 
 // Appends one command as a RESP array of bulk strings.
+void encode_command(std::string& out, std::span<const std::string_view> args);
 void encode_command(std::string& out, const std::vector<std::string_view>& args);
 std::string encode_command(const std::vector<std::string_view>& args);
 
