@@ -25,6 +25,7 @@
 #include <set>
 #include <sstream>
 
+#include "agentd/core/runtime.hpp"
 #include "agentd/store/kv.hpp"
 #include "agentd/store/redis_protocol.hpp"
 #include "support/coro.hpp"
@@ -1363,6 +1364,35 @@ TEST(Redis, HungServerTimesOutAndRecovers) {
   io.restart();
   io.run_for(2s);
   EXPECT_TRUE(io.stopped());
+}
+
+// A caller that gives up by itself (cancellation, e.g. its own timeout) returns at once; the
+// reply to its command, which still comes, goes to nobody, not to the next caller.
+asio::awaitable<void> cancelled_call(RedisServer* server, Kv& kv) {
+  CO_ASSERT(co_await kv.wait_ready(5s));
+  CO_ASSERT((co_await kv.cache().set("a", "value-a", 0ms)).has_value());
+  CO_ASSERT((co_await kv.cache().set("b", "value-b", 0ms)).has_value());
+  server->signal(SIGSTOP);
+  auto t0 = Clock::now();
+  auto gave_up = co_await agentd::core::with_timeout(kv.cache().get("a"), 50ms);
+  EXPECT_LT(Clock::now() - t0, 400ms);
+  CO_ASSERT(!gave_up.has_value());
+  EXPECT_EQ(gave_up.error(), make_error_code(Errc::timeout));
+  server->signal(SIGCONT);
+  auto b = co_await kv.cache().get("b");
+  CO_ASSERT(b.has_value());
+  CO_ASSERT(b->has_value());
+  EXPECT_EQ(**b, "value-b");
+}
+
+TEST(Redis, CancelledCallDropsItsLateReply) {
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  asio::io_context io;
+  auto kv = make_redis_kv(io.get_executor(), redis_config(server.url()));
+  run(io, cancelled_call(&server, *kv));
+  server.signal(SIGCONT);
+  kv->stop();
 }
 
 }  // namespace
