@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <cassert>
 #include <variant>
 
 namespace agentd::store::redis {
@@ -31,12 +32,14 @@ std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; 
 // any_completion_handler recurses without end when moved from a non-const lvalue.
 using Waker = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
 
-// A caller's pipelined request: pooled, reused once both its replies and its caller are done.
+// A caller's pipelined request: pooled, reused once both its replies and its caller are done
+// (the replies' vector keeps its capacity).
 struct Connection::Call {
-  ReplyRouter::Id id = 0;  // changes with every use, so a stale pointer can be recognised
+  ReplyRouter::Id id = 0;
   Clock::time_point deadline;
   milliseconds timeout{};
-  std::optional<Connection::Replies> result;
+  std::vector<Reply> replies;
+  std::optional<Error> error;  // set instead when the caller is woken without its replies
   std::optional<Waker> waker;  // the suspended caller, until woken
   bool queued = false;   // in queue_: its replies are still to come
   bool waiting = false;  // its caller has not taken the result yet
@@ -227,7 +230,7 @@ asio::awaitable<std::string> Connection::serve(std::shared_ptr<Socket> socket) {
 // leave in one write per kFlushBytes and after each chunk read, while redis-server works on the
 // previous write: two batches in flight on the one connection instead of one.
 asio::awaitable<std::string> Connection::read_loop(std::shared_ptr<Socket> socket) {
-  constexpr std::size_t kFlushBytes = 8192;
+  constexpr std::size_t kFlushBytes = 4096;
   std::vector<char> buf(16384);
   struct InReplies {
     bool& flag;
@@ -245,14 +248,16 @@ asio::awaitable<std::string> Connection::read_loop(std::shared_ptr<Socket> socke
       auto r = parser_->next();
       if (!r) co_return r.error().message;
       if (!*r) break;
-      if (router_.pending() == 0) co_return "a reply nobody asked for: " + describe(**r);
-      auto done = router_.on_reply(std::move(**r));
-      if (!done) continue;
+      auto owner = router_.on_reply();
+      if (!owner) co_return "a reply nobody asked for: " + describe(**r);
       Call* call = queue_.front();  // replies come in the order the commands were written
+      assert(call->id == owner->id);
+      call->replies.push_back(std::move(**r));
+      if (!owner->last) continue;
       queue_.pop_front();
       call->queued = false;
       if (call->waker) {
-        wake(call, std::move(done->second));
+        wake(call);
       } else if (!call->waiting) {
         release(call);  // its caller gave up (timeout, cancellation): the replies are dropped
       }
@@ -295,7 +300,9 @@ asio::awaitable<KvResult<std::vector<Reply>>> Connection::exec(std::string comma
   out_ += commands;
   Call* call = enqueue(replies, timeout);
   co_await suspend(call);
-  co_return finish(call);
+  Replies r = call->error ? Replies(*call->error) : Replies(std::move(call->replies));
+  done_with(call);
+  co_return r;
 }
 
 asio::awaitable<KvResult<Reply>> Connection::command(std::span<const std::string_view> args) {
@@ -304,9 +311,10 @@ asio::awaitable<KvResult<Reply>> Connection::command(std::span<const std::string
   encode_command(out_, args);
   Call* call = enqueue(1, options_.command_timeout);
   co_await suspend(call);
-  auto r = finish(call);
-  if (!r) co_return r.error();
-  co_return std::move(r->front());
+  KvResult<Reply> r = call->error ? KvResult<Reply>(*call->error)
+                                  : KvResult<Reply>(std::move(call->replies.front()));
+  done_with(call);
+  co_return r;
 }
 
 std::optional<Error> Connection::refuse() const {
@@ -338,7 +346,7 @@ Connection::Call* Connection::enqueue(std::size_t replies, milliseconds timeout)
   return call;
 }
 
-// Suspends the caller until wake() or wake_later(); the result is then in call->result.
+// Suspends the caller until wake() (call->replies are complete) or wake_later() (call->error).
 asio::awaitable<void> Connection::suspend(Call* call) {
   return asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
       [this, call](auto handler) {
@@ -355,17 +363,14 @@ asio::awaitable<void> Connection::suspend(Call* call) {
       asio::use_awaitable);
 }
 
-Connection::Replies Connection::finish(Call* call) {
-  auto result = std::move(*call->result);
-  call->result.reset();
+// The caller took its result.
+void Connection::done_with(Call* call) {
   call->waiting = false;
   if (!call->queued) release(call);  // otherwise read_loop or fail_all releases it
-  return result;
 }
 
 // Resumes the caller here and now (see exec()): read_loop's way.
-void Connection::wake(Call* call, Replies result) {
-  call->result = std::move(result);
+void Connection::wake(Call* call) {
   Waker waker = std::move(*call->waker);  // alive while the caller runs (it is its thread)
   call->waker.reset();
   auto slot = asio::get_associated_cancellation_slot(waker);
@@ -376,15 +381,16 @@ void Connection::wake(Call* call, Replies result) {
 // Resumes the caller through the executor: for deadlines, cancellation (called while the
 // signal is being emitted) and lost connections (stop() may run inside a caller), where
 // running other callers from within would be a surprise.
-void Connection::wake_later(Call* call, Replies result) {
+void Connection::wake_later(Call* call, Error error) {
   if (!call->waker) return;  // woken already
-  call->result = std::move(result);
+  call->error = std::move(error);
   asio::post(ex_, [waker = std::move(*call->waker)]() mutable { waker(); });
   call->waker.reset();
 }
 
 void Connection::release(Call* call) {
-  call->result.reset();
+  call->replies.clear();
+  call->error.reset();
   free_.push_back(call);
 }
 

@@ -94,9 +94,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<Error> refuse() const;
   Call* enqueue(std::size_t replies, milliseconds timeout);
   asio::awaitable<void> suspend(Call* call);
-  Replies finish(Call* call);
-  void wake(Call* call, Replies result);
-  void wake_later(Call* call, Replies result);
+  void done_with(Call* call);
+  void wake(Call* call);
+  void wake_later(Call* call, Error error);
   void release(Call* call);
   void arm_sweep(std::chrono::steady_clock::time_point at);
   void sweep();

@@ -764,7 +764,8 @@ TEST(RedisProtocol, EncodesCommands) {
 
 TEST(RedisProtocol, ParsesRepliesFedInPieces) {
   std::string wire =
-      "+OK\r\n-ERR wrong\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n*-1\r\n";
+      "+OK\r\n-ERR wrong\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n*-1\r\n"
+      "*3\r\n+st\r\n-er\r\n$-1\r\n:7\r\n";
   rp::ReplyParser p;
   std::vector<rp::Reply> got;
   for (char ch : wire) {  // one byte at a time: replies come out only when complete
@@ -776,7 +777,7 @@ TEST(RedisProtocol, ParsesRepliesFedInPieces) {
       got.push_back(std::move(**r));
     }
   }
-  ASSERT_EQ(got.size(), 7u);
+  ASSERT_EQ(got.size(), 9u);
   EXPECT_EQ(got[0].type, rp::Reply::Type::status);
   EXPECT_EQ(got[0].str, "OK");
   EXPECT_TRUE(got[1].is_error());
@@ -788,6 +789,14 @@ TEST(RedisProtocol, ParsesRepliesFedInPieces) {
   EXPECT_EQ(got[5].elements[0].elements[0].integer, 1);
   EXPECT_EQ(got[5].elements[1].str, "");
   EXPECT_TRUE(got[6].is_nil());
+  ASSERT_EQ(got[7].elements.size(), 3u);  // every kind of element inside an array
+  EXPECT_EQ(got[7].elements[0].type, rp::Reply::Type::status);
+  EXPECT_EQ(got[7].elements[0].str, "st");
+  EXPECT_TRUE(got[7].elements[1].is_error());
+  EXPECT_TRUE(got[7].elements[2].is_nil());
+  EXPECT_EQ(got[8].type, rp::Reply::Type::integer);  // nothing left over from the array
+  EXPECT_EQ(got[8].integer, 7);
+  EXPECT_TRUE(got[8].elements.empty());
 }
 
 TEST(RedisProtocol, RejectsGarbage) {
@@ -803,27 +812,25 @@ TEST(RedisProtocol, RouterMatchesPipelinedRepliesInOrder) {
   auto a = router.push(1);
   auto b = router.push(3);  // e.g. a request of three commands
   auto c = router.push(1);
-  auto reply = [](std::int64_t n) {
-    rp::Reply r;
-    r.type = rp::Reply::Type::integer;
-    r.integer = n;
-    return r;
-  };
-  auto done = router.on_reply(reply(1));
-  ASSERT_TRUE(done);
-  EXPECT_EQ(done->first, a);
-  EXPECT_FALSE(router.on_reply(reply(2)));
-  EXPECT_FALSE(router.on_reply(reply(3)));
-  done = router.on_reply(reply(4));
-  ASSERT_TRUE(done);
-  EXPECT_EQ(done->first, b);
-  ASSERT_EQ(done->second.size(), 3u);
-  EXPECT_EQ(done->second[2].integer, 4);
+  auto owner = router.on_reply();
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->id, a);
+  EXPECT_TRUE(owner->last);
+  for (int i = 0; i < 2; ++i) {
+    owner = router.on_reply();
+    ASSERT_TRUE(owner);
+    EXPECT_EQ(owner->id, b);
+    EXPECT_FALSE(owner->last);
+  }
+  owner = router.on_reply();
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->id, b);
+  EXPECT_TRUE(owner->last);
   EXPECT_EQ(router.pending(), 1u);
   auto dropped = router.clear();
   ASSERT_EQ(dropped.size(), 1u);
   EXPECT_EQ(dropped[0], c);
-  EXPECT_FALSE(router.on_reply(reply(5))) << "nothing pending";
+  EXPECT_FALSE(router.on_reply()) << "nothing pending";
 }
 
 TEST(RedisProtocol, Handshake) {
