@@ -190,6 +190,10 @@ asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::conne
   boost::system::error_code ignored;
   socket->set_option(tcp::no_delay(true), ignored);
   socket->set_option(asio::socket_base::keep_alive(true), ignored);
+  // flush() writes directly: it must get would_block, not wait, when the kernel buffer is full.
+  boost::system::error_code nbec;
+  socket->non_blocking(true, nbec);
+  if (nbec) co_return failed("setting the socket non-blocking", nbec);
 
   auto hs = make_handshake(url, options_.name, options_.want_client_id);
   auto [wec, wn] = co_await asio::async_write(*socket, asio::buffer(hs.bytes), kTuple);

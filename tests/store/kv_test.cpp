@@ -1402,4 +1402,40 @@ TEST(Redis, CancelledCallDropsItsLateReply) {
   kv->stop();
 }
 
+// More than the socket buffers hold while the server reads nothing: what the kernel does not
+// take at once is written asynchronously, and the loop keeps running meanwhile.
+asio::awaitable<void> set_big(Kv& kv, int i, const std::string* value, int* failed) {
+  auto r = co_await kv.cache().set("big" + std::to_string(i), *value, 0ms);
+  if (!r) ++*failed;
+}
+
+asio::awaitable<void> writes_beyond_the_socket_buffers(RedisServer* server, Kv& kv) {
+  CO_ASSERT(co_await kv.wait_ready(5s));
+  server->signal(SIGSTOP);
+  const std::string big(256 * 1024, 'x');
+  int failed = 0;
+  Group g(co_await asio::this_coro::executor);
+  for (int i = 0; i < 80; ++i) g.spawn(set_big(kv, i, &big, &failed));  // 20 MiB
+  auto t0 = Clock::now();
+  co_await sleep_for(50ms);
+  EXPECT_LT(Clock::now() - t0, 500ms) << "the event loop was blocked";
+  server->signal(SIGCONT);
+  co_await g.wait();
+  EXPECT_EQ(failed, 0);
+  auto r = co_await kv.cache().get("big79");
+  CO_ASSERT(r.has_value());
+  CO_ASSERT(r->has_value());
+  EXPECT_EQ(**r, big);
+}
+
+TEST(Redis, WritesBeyondTheSocketBuffersDoNotBlockTheLoop) {
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  asio::io_context io;
+  auto kv = make_redis_kv(io.get_executor(), redis_config(server.url()));
+  run(io, writes_beyond_the_socket_buffers(&server, *kv), 20s);
+  server.signal(SIGCONT);
+  kv->stop();
+}
+
 }  // namespace
