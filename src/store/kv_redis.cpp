@@ -9,7 +9,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <charconv>
+#include <span>
 #include <deque>
 #include <unordered_map>
 
@@ -124,12 +126,12 @@ Error bad_id(const std::string& id) {
 std::string ttl_text(milliseconds ttl) { return std::to_string(std::max<std::int64_t>(0, ttl.count())); }
 
 // One command, one reply; an error reply becomes an Error naming the command.
-asio::awaitable<KvResult<Reply>> call(Connection& c, std::string command, std::string_view what) {
-  auto r = co_await c.exec(std::move(command), 1);
+asio::awaitable<KvResult<Reply>> call(Connection& c, std::span<const std::string_view> args,
+                                      std::string_view what) {
+  auto r = co_await c.command(args);
   if (!r) co_return r.error();
-  Reply reply = std::move(r->front());
-  if (reply.is_error()) co_return refused(what, reply);
-  co_return reply;
+  if (r->is_error()) co_return refused(what, *r);
+  co_return r;
 }
 
 // EVALSHA, and EVAL once when the server does not know the script yet (restart, SCRIPT FLUSH).
@@ -137,18 +139,16 @@ asio::awaitable<KvResult<Reply>> eval(Connection& c, const Script& script, std::
                                       std::vector<std::string> args, std::string_view what) {
   std::vector<std::string_view> parts{"EVALSHA", script.sha, "1", key};
   for (const auto& a : args) parts.push_back(a);
-  auto r = co_await c.exec(encode_command(parts), 1);
+  auto r = co_await c.command(parts);
   if (!r) co_return r.error();
-  Reply reply = std::move(r->front());
-  if (reply.is_error() && reply.str.starts_with("NOSCRIPT")) {
+  if (r->is_error() && r->str.starts_with("NOSCRIPT")) {
     parts[0] = "EVAL";
     parts[1] = script.body;
-    r = co_await c.exec(encode_command(parts), 1);
+    r = co_await c.command(parts);
     if (!r) co_return r.error();
-    reply = std::move(r->front());
   }
-  if (reply.is_error()) co_return refused(what, reply);
-  co_return reply;
+  if (r->is_error()) co_return refused(what, *r);
+  co_return r;
 }
 
 KvResult<std::int64_t> as_integer(const Reply& r, std::string_view what) {
@@ -167,8 +167,8 @@ asio::awaitable<KvResult<std::vector<StreamEntry>>> xrange(Connection& c, std::s
   if (max == 0) co_return std::vector<StreamEntry>();
   std::string start = after == StreamId{} ? std::string("-") : "(" + after.str();
   auto count = std::to_string(max);
-  auto cmd = encode_command({"XRANGE", key, start, "+", "COUNT", count});
-  auto r = co_await call(c, std::move(cmd), "XRANGE");
+  std::array<std::string_view, 6> args{"XRANGE", key, start, "+", "COUNT", count};
+  auto r = co_await call(c, args, "XRANGE");
   if (!r) co_return r.error();
   co_return redis::decode_entries(*r);
 }
@@ -179,8 +179,9 @@ class RedisCache final : public Cache {
       : c_(std::move(c)), values_(prefix + "v:"), counters_(prefix + "n:") {}
 
   asio::awaitable<KvResult<std::optional<std::string>>> get(std::string key) override {
-    auto cmd = encode_command({"GET", values_ + key});
-    auto r = co_await call(*c_, std::move(cmd), "GET");
+    std::string k = values_ + key;
+    std::array<std::string_view, 2> args{"GET", k};
+    auto r = co_await call(*c_, args, "GET");
     if (!r) co_return r.error();
     if (r->is_nil()) co_return std::optional<std::string>();
     if (r->type != Reply::Type::string) co_return unexpected("GET", *r);
@@ -190,20 +191,18 @@ class RedisCache final : public Cache {
   asio::awaitable<KvResult<void>> set(std::string key, std::string value,
                                       milliseconds ttl) override {
     std::string k = values_ + key;
-    std::string cmd;
-    if (ttl.count() > 0) {
-      cmd = encode_command({"SET", k, value, "PX", ttl_text(ttl)});
-    } else {
-      cmd = encode_command({"SET", k, value});
-    }
-    auto r = co_await call(*c_, std::move(cmd), "SET");
+    std::string px = ttl.count() > 0 ? ttl_text(ttl) : std::string();
+    std::array<std::string_view, 5> args{"SET", k, value, "PX", px};
+    std::span<const std::string_view> used(args.data(), ttl.count() > 0 ? 5 : 3);
+    auto r = co_await call(*c_, used, "SET");
     if (!r) co_return r.error();
     co_return KvResult<void>();
   }
 
   asio::awaitable<KvResult<bool>> del(std::string key) override {
-    auto cmd = encode_command({"DEL", values_ + key});
-    auto r = co_await call(*c_, std::move(cmd), "DEL");
+    std::string k = values_ + key;
+    std::array<std::string_view, 2> args{"DEL", k};
+    auto r = co_await call(*c_, args, "DEL");
     if (!r) co_return r.error();
     co_return r->type == Reply::Type::integer && r->integer > 0;
   }
@@ -240,8 +239,9 @@ class RedisCache final : public Cache {
   }
 
   asio::awaitable<KvResult<std::int64_t>> counter(std::string key) override {
-    auto cmd = encode_command({"GET", counters_ + key});
-    auto r = co_await call(*c_, std::move(cmd), "GET");
+    std::string k = counters_ + key;
+    std::array<std::string_view, 2> args{"GET", k};
+    auto r = co_await call(*c_, args, "GET");
     if (!r) co_return r.error();
     co_return as_integer(*r, "GET");
   }
@@ -325,9 +325,9 @@ class StreamHub : public std::enable_shared_from_this<StreamHub> {
     auto id = std::to_string(blocking_->client_id());
     asio::steady_timer pause(ex_);
     for (int attempt = 0; attempt < 25 && reading_ && gen_ == gen; ++attempt) {
-      auto cmd = encode_command({"CLIENT", "UNBLOCK", id});
-      auto r = co_await main_->exec(std::move(cmd), 1);
-      if (!r || r->front().type != Reply::Type::integer || r->front().integer == 1) co_return;
+      std::array<std::string_view, 3> args{"CLIENT", "UNBLOCK", id};
+      auto r = co_await main_->command(args);
+      if (!r || r->type != Reply::Type::integer || r->integer == 1) co_return;
       // 0: our XREAD has not reached the server yet (it travels on the other connection).
       pause.expires_after(milliseconds(2));
       co_await pause.async_wait(kTuple);
@@ -531,14 +531,12 @@ class RedisStreams final : public EventStreams {
 
   asio::awaitable<KvResult<std::string>> append(std::string stream, std::string payload) override {
     std::string key = prefix_ + stream;
-    std::string cmd;
-    if (max_len_ > 0) {
-      auto n = std::to_string(max_len_);
-      cmd = encode_command({"XADD", key, "MAXLEN", "~", n, "*", "d", payload});
-    } else {
-      cmd = encode_command({"XADD", key, "*", "d", payload});
-    }
-    auto r = co_await call(*c_, std::move(cmd), "XADD");
+    std::string n = std::to_string(max_len_);
+    std::array<std::string_view, 8> capped{"XADD", key, "MAXLEN", "~", n, "*", "d", payload};
+    std::array<std::string_view, 5> plain{"XADD", key, "*", "d", payload};
+    std::span<const std::string_view> args = plain;
+    if (max_len_ > 0) args = capped;
+    auto r = co_await call(*c_, args, "XADD");
     if (!r) co_return r.error();
     if (r->type != Reply::Type::string) co_return unexpected("XADD", *r);
     co_return std::move(r->str);

@@ -1,9 +1,10 @@
-// The Redis connection's I/O: connect + handshake with a deadline, a reader, a writer that
-// coalesces every queued command into one write, and a health check; reconnect with backoff.
+// The Redis connection's I/O: connect + handshake with a deadline, a reader that resumes callers
+// and writes what they queued, a health check, one deadline timer; reconnect with backoff.
 #include "redis_connection.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
@@ -13,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <cassert>
 #include <variant>
 
 namespace agentd::store::redis {
@@ -26,11 +28,27 @@ std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; 
 
 }  // namespace
 
-// A caller waiting for its replies (or a waiter for the connection to come up).
+// What resumes a coroutine suspended in suspend(). Its concrete type, because Boost 1.81's
+// any_completion_handler recurses without end when moved from a non-const lvalue.
+using Waker = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
+
+// A caller's pipelined request: pooled, reused once both its replies and its caller are done
+// (the replies' vector keeps its capacity).
 struct Connection::Call {
-  explicit Call(asio::any_io_executor ex) : timer(std::move(ex)) {}
+  ReplyRouter::Id id = 0;
+  Clock::time_point deadline;
+  milliseconds timeout{};
+  std::vector<Reply> replies;
+  std::optional<Error> error;  // set instead when the caller is woken without its replies
+  std::optional<Waker> waker;  // the suspended caller, until woken
+  bool queued = false;   // in queue_: its replies are still to come
+  bool waiting = false;  // its caller has not taken the result yet
+};
+
+// A caller of wait_connected().
+struct Connection::StateWaiter {
+  explicit StateWaiter(asio::any_io_executor ex) : timer(std::move(ex)) {}
   asio::steady_timer timer;
-  std::optional<KvResult<std::vector<Reply>>> result;
   bool woken = false;
   void wake() {
     woken = true;
@@ -43,7 +61,7 @@ Connection::Connection(asio::any_io_executor ex, ConnectionOptions options,
     : ex_(ex),
       options_(std::move(options)),
       metrics_(metrics),
-      write_signal_(ex),
+      sweep_timer_(ex),
       backoff_timer_(ex) {}
 
 Connection::~Connection() = default;
@@ -72,7 +90,7 @@ void Connection::stop() {
     socket_->close(ignored);
   }
   if (resolver_) resolver_->cancel();
-  write_signal_.cancel();
+  sweep_timer_.cancel();
   backoff_timer_.cancel();
   fail_all(Error{Errc::cancelled, "the redis client was stopped"});
   for (auto& w : state_waiters_) w->wake();
@@ -108,6 +126,8 @@ asio::awaitable<void> Connection::run() {
     if (socket) {
       backoff = options_.backoff_min;
       socket_ = *socket;
+      writing_ = false;
+      write_error_.clear();
       last_read_ = Clock::now();
       set_state(true, "");
       std::string why;
@@ -170,6 +190,10 @@ asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::conne
   boost::system::error_code ignored;
   socket->set_option(tcp::no_delay(true), ignored);
   socket->set_option(asio::socket_base::keep_alive(true), ignored);
+  // flush() writes directly: it must get would_block, not wait, when the kernel buffer is full.
+  boost::system::error_code nbec;
+  socket->non_blocking(true, nbec);
+  if (nbec) co_return failed("setting the socket non-blocking", nbec);
 
   auto hs = make_handshake(url, options_.name, options_.want_client_id);
   auto [wec, wn] = co_await asio::async_write(*socket, asio::buffer(hs.bytes), kTuple);
@@ -202,45 +226,50 @@ asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::conne
 
 asio::awaitable<std::string> Connection::serve(std::shared_ptr<Socket> socket) {
   using namespace asio::experimental::awaitable_operators;
-  auto r = co_await (read_loop(socket) || write_loop(socket) || health_loop());
+  auto r = co_await (read_loop(socket) || health_loop());
   co_return std::visit([](auto& why) { return std::string(why); }, r);
 }
 
+// Hands each reply to its caller at once; the callers resumed queue their next commands, which
+// leave in one write per kFlushBytes and after each chunk read, while redis-server works on the
+// previous write: two batches in flight on the one connection instead of one.
 asio::awaitable<std::string> Connection::read_loop(std::shared_ptr<Socket> socket) {
+  constexpr std::size_t kFlushBytes = 4096;
   std::vector<char> buf(16384);
+  struct InReplies {
+    bool& flag;
+    explicit InReplies(bool& f) : flag(f) { flag = true; }
+    ~InReplies() { flag = false; }
+  };
   for (;;) {
     auto [ec, n] = co_await socket->async_read_some(asio::buffer(buf), kTuple);
+    if (!write_error_.empty()) co_return write_error_;
     if (ec) co_return ec == asio::error::eof ? "closed by the server" : ec.message();
     last_read_ = Clock::now();
     parser_->feed(std::string_view(buf.data(), n));
+    InReplies in_replies(in_replies_);
     for (;;) {
       auto r = parser_->next();
       if (!r) co_return r.error().message;
       if (!*r) break;
-      if (router_.pending() == 0) co_return "a reply nobody asked for: " + describe(**r);
-      if (auto done = router_.on_reply(std::move(**r))) {
-        complete(done->first, std::move(done->second));
+      auto owner = router_.on_reply();
+      if (!owner) co_return "a reply nobody asked for: " + describe(**r);
+      Call* call = queue_.front();  // replies come in the order the commands were written
+      assert(call->id == owner->id);
+      call->replies.push_back(std::move(**r));
+      if (!owner->last) continue;
+      queue_.pop_front();
+      call->queued = false;
+      if (call->waker) {
+        wake(call);
+      } else if (!call->waiting) {
+        release(call);  // its caller gave up (timeout, cancellation): the replies are dropped
       }
+      if (stopped_) co_return "stopped";  // by a caller just resumed
+      if (out_.size() >= kFlushBytes) flush();
     }
-  }
-}
-
-asio::awaitable<std::string> Connection::write_loop(std::shared_ptr<Socket> socket) {
-  std::string buf;
-  for (;;) {
-    if (out_.empty()) {
-      write_signal_.expires_at(Clock::time_point::max());
-      co_await write_signal_.async_wait(kTuple);  // exec() cancels it to wake us
-      if (stopped_) co_return "stopped";
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) co_return "cancelled";
-      continue;
-    }
-    buf.clear();
-    buf.swap(out_);  // everything queued so far goes in one write
-    if (metrics_.writes) metrics_.writes->inc();
-    auto [ec, n] = co_await asio::async_write(*socket, asio::buffer(buf), kTuple);
-    if (ec) co_return "write failed: " + ec.message();
+    flush();
+    if (!write_error_.empty()) co_return write_error_;
   }
 }
 
@@ -271,53 +300,204 @@ asio::awaitable<KvResult<std::vector<Reply>>> Connection::exec(std::string comma
                                                                std::size_t replies,
                                                                milliseconds timeout) {
   auto self = shared_from_this();  // the caller may resume after the owner let go of us
-  if (stopped_) co_return Error{Errc::cancelled, "the redis client was stopped"};
-  if (!connected_) {
-    co_return Error{Errc::unavailable,
-                    "redis at " + options_.url.endpoint() + " is not connected (" + last_error_ + ")"};
-  }
-  auto call = std::make_shared<Call>(ex_);
-  auto id = router_.push(replies);
-  calls_[id] = call;
+  if (auto refused = refuse()) co_return *refused;
   out_ += commands;
-  if (metrics_.commands) metrics_.commands->inc(static_cast<double>(replies));
-  write_signal_.cancel();
-  auto deadline = Clock::now() + timeout;
-  call->timer.expires_at(deadline);
-  co_await call->timer.async_wait(kTuple);
-  if (call->result) co_return std::move(*call->result);
-  calls_.erase(id);  // its replies, when they come, are dropped
-  if (Clock::now() >= deadline) {
-    co_return Error{Errc::timeout,
-                    "redis at " + options_.url.endpoint() + " did not answer within " + ms_text(timeout)};
-  }
-  co_return Error{Errc::cancelled, "cancelled"};
+  Call* call = enqueue(replies, timeout);
+  co_await suspend(call);
+  Replies r = call->error ? Replies(*call->error) : Replies(std::move(call->replies));
+  done_with(call);
+  co_return r;
 }
 
-void Connection::complete(std::uint64_t id, KvResult<std::vector<Reply>> result) {
-  auto it = calls_.find(id);
-  if (it == calls_.end()) return;  // the caller gave up
-  auto call = std::move(it->second);
-  calls_.erase(it);
-  call->result = std::move(result);
-  call->wake();
+asio::awaitable<KvResult<Reply>> Connection::command(std::span<const std::string_view> args) {
+  auto self = shared_from_this();
+  if (auto refused = refuse()) co_return *refused;
+  encode_command(out_, args);
+  Call* call = enqueue(1, options_.command_timeout);
+  co_await suspend(call);
+  KvResult<Reply> r = call->error ? KvResult<Reply>(*call->error)
+                                  : KvResult<Reply>(std::move(call->replies.front()));
+  done_with(call);
+  co_return r;
+}
+
+std::optional<Error> Connection::refuse() const {
+  if (stopped_) return Error{Errc::cancelled, "the redis client was stopped"};
+  if (!connected_) {
+    return Error{Errc::unavailable,
+                 "redis at " + options_.url.endpoint() + " is not connected (" + last_error_ + ")"};
+  }
+  return std::nullopt;
+}
+
+Connection::Call* Connection::enqueue(std::size_t replies, milliseconds timeout) {
+  Call* call = nullptr;
+  if (free_.empty()) {
+    call = &calls_.emplace_back();
+  } else {
+    call = free_.back();
+    free_.pop_back();
+  }
+  call->id = router_.push(replies);
+  call->timeout = timeout;
+  call->deadline = Clock::now() + timeout;
+  call->queued = true;
+  call->waiting = true;
+  queue_.push_back(call);
+  if (metrics_.commands) metrics_.commands->inc(static_cast<double>(replies));
+  arm_sweep(call->deadline);
+  schedule_flush();
+  return call;
+}
+
+// Suspends the caller until wake() (call->replies are complete) or wake_later() (call->error).
+asio::awaitable<void> Connection::suspend(Call* call) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+      [this, call](auto handler) {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (slot.is_connected()) {
+          slot.assign([this, call](asio::cancellation_type type) {
+            if (type != asio::cancellation_type::none) {
+              wake_later(call, Error{Errc::cancelled, "cancelled"});
+            }
+          });
+        }
+        call->waker.emplace(std::move(handler));
+      },
+      asio::use_awaitable);
+}
+
+// The caller took its result.
+void Connection::done_with(Call* call) {
+  call->waiting = false;
+  if (!call->queued) release(call);  // otherwise read_loop or fail_all releases it
+}
+
+// Resumes the caller here and now (see exec()): read_loop's way.
+void Connection::wake(Call* call) {
+  Waker waker = std::move(*call->waker);  // alive while the caller runs (it is its thread)
+  call->waker.reset();
+  auto slot = asio::get_associated_cancellation_slot(waker);
+  if (slot.is_connected()) slot.clear();
+  waker();
+}
+
+// Resumes the caller through the executor: for deadlines, cancellation (called while the
+// signal is being emitted) and lost connections (stop() may run inside a caller), where
+// running other callers from within would be a surprise.
+void Connection::wake_later(Call* call, Error error) {
+  if (!call->waker) return;  // woken already
+  call->error = std::move(error);
+  asio::post(ex_, [waker = std::move(*call->waker)]() mutable { waker(); });
+  call->waker.reset();
+}
+
+void Connection::release(Call* call) {
+  call->replies.clear();
+  call->error.reset();
+  free_.push_back(call);
+}
+
+// One timer for every call's deadline. Deadlines mostly arrive in order (one timeout for all
+// commands), so it is re-armed about once per timeout, not once per command.
+void Connection::arm_sweep(Clock::time_point at) {
+  if (sweep_armed_ && sweep_at_ <= at) return;
+  sweep_armed_ = true;
+  sweep_at_ = at;
+  sweep_timer_.expires_at(at);  // cancels the wait for a later time
+  sweep_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec != asio::error::operation_aborted) self->sweep();
+  });
+}
+
+void Connection::sweep() {
+  sweep_armed_ = false;
+  if (stopped_) return;
+  auto now = Clock::now();
+  auto next = Clock::time_point::max();
+  for (Call* call : queue_) {
+    if (!call->waker) continue;
+    if (call->deadline <= now) {
+      wake_later(call, Error{Errc::timeout, "redis at " + options_.url.endpoint() +
+                                                " did not answer within " + ms_text(call->timeout)});
+    } else {
+      next = std::min(next, call->deadline);
+    }
+  }
+  if (next != Clock::time_point::max()) arm_sweep(next);
+}
+
+// Commands queued outside read_loop (new callers, callers woken by a timer) leave together in
+// one write once the callers of this turn of the loop have queued theirs.
+void Connection::schedule_flush() {
+  if (in_replies_ || flush_posted_) return;
+  flush_posted_ = true;
+  asio::post(ex_, [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    self->flush();
+  });
+}
+
+// Hands out_ to the socket now (it is non-blocking); what the kernel does not take at once is
+// written asynchronously while new commands gather in out_.
+void Connection::flush() {
+  if (writing_ || out_.empty() || !socket_ || !connected_ || !write_error_.empty()) return;
+  if (metrics_.writes) metrics_.writes->inc();
+  boost::system::error_code ec;
+  std::size_t n = socket_->write_some(asio::buffer(out_), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    ec = {};
+    n = 0;
+  }
+  if (ec) {
+    fail_writes(ec);
+    return;
+  }
+  if (n == out_.size()) {
+    out_.clear();
+    return;
+  }
+  wbuf_.assign(out_, n);
+  out_.clear();
+  writing_ = true;
+  asio::async_write(*socket_, asio::buffer(wbuf_),
+                    [self = shared_from_this(), socket = socket_](boost::system::error_code wec,
+                                                                  std::size_t) {
+                      if (socket != self->socket_) return;  // that connection is gone
+                      self->writing_ = false;
+                      if (wec) {
+                        self->fail_writes(wec);
+                      } else {
+                        self->flush();
+                      }
+                    });
+}
+
+// Ends read_loop (and with it the connection) with the write's error.
+void Connection::fail_writes(const boost::system::error_code& ec) {
+  write_error_ = "write failed: " + ec.message();
+  boost::system::error_code ignored;
+  socket_->close(ignored);
 }
 
 void Connection::fail_all(const Error& error) {
   router_.clear();
   out_.clear();
-  auto calls = std::move(calls_);
-  calls_.clear();
-  for (auto& [id, call] : calls) {
-    call->result = error;
-    call->wake();
+  for (Call* call : queue_) {
+    call->queued = false;
+    if (call->waker) {
+      wake_later(call, error);
+    } else if (!call->waiting) {
+      release(call);
+    }
   }
+  queue_.clear();
 }
 
 asio::awaitable<bool> Connection::wait_connected(milliseconds limit) {
   auto deadline = Clock::now() + limit;
   while (!connected_ && !stopped_ && Clock::now() < deadline) {
-    auto w = std::make_shared<Call>(ex_);
+    auto w = std::make_shared<StateWaiter>(ex_);
     state_waiters_.push_back(w);
     w->timer.expires_at(deadline);
     co_await w->timer.async_wait(kTuple);

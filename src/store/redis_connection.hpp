@@ -8,11 +8,13 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
-#include <unordered_map>
+#include <string_view>
 #include <vector>
 
 #include "agentd/core/metrics.hpp"
@@ -61,11 +63,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Sends `commands` (encoded, `replies` commands) pipelined with every other caller's and
   // returns their replies in order. Fails at once with Errc::unavailable while not connected,
-  // with Errc::timeout when no answer came within `timeout` (the late replies are dropped).
-  // Error replies are returned as replies, not as errors.
+  // with Errc::timeout when no answer came within `timeout` (the late replies are dropped),
+  // with Errc::cancelled when the caller's operation is cancelled. Error replies are returned
+  // as replies, not as errors. Callers must run on this connection's executor (one thread): a
+  // caller is resumed directly by whatever completes its call (usually the reader, which then
+  // sends what the resumed callers queued), not through the scheduler.
   asio::awaitable<KvResult<std::vector<Reply>>> exec(std::string commands, std::size_t replies,
                                                      milliseconds timeout);
   asio::awaitable<KvResult<std::vector<Reply>>> exec(std::string commands, std::size_t replies);
+  // One command, encoded straight into the write buffer, with the default timeout: its reply.
+  asio::awaitable<KvResult<Reply>> command(std::span<const std::string_view> args);
 
   // true once connected (at once when already), false when `limit` passed or stopped.
   asio::awaitable<bool> wait_connected(milliseconds limit);
@@ -75,15 +82,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   struct Call;
+  struct StateWaiter;
   using Socket = asio::ip::tcp::socket;
+  using Replies = KvResult<std::vector<Reply>>;
 
   asio::awaitable<void> run();
   asio::awaitable<KvResult<std::shared_ptr<Socket>>> connect_once();
   asio::awaitable<std::string> serve(std::shared_ptr<Socket> socket);
   asio::awaitable<std::string> read_loop(std::shared_ptr<Socket> socket);
-  asio::awaitable<std::string> write_loop(std::shared_ptr<Socket> socket);
   asio::awaitable<std::string> health_loop();
-  void complete(std::uint64_t id, KvResult<std::vector<Reply>> result);
+  std::optional<Error> refuse() const;
+  Call* enqueue(std::size_t replies, milliseconds timeout);
+  asio::awaitable<void> suspend(Call* call);
+  void done_with(Call* call);
+  void wake(Call* call);
+  void wake_later(Call* call, Error error);
+  void release(Call* call);
+  void arm_sweep(std::chrono::steady_clock::time_point at);
+  void sweep();
+  void schedule_flush();
+  void flush();
+  void fail_writes(const boost::system::error_code& ec);
   void fail_all(const Error& error);
   void set_state(bool up, const std::string& why);
 
@@ -94,11 +113,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<asio::ip::tcp::resolver> resolver_;
   std::unique_ptr<ReplyParser> parser_;
   ReplyRouter router_;
-  std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls_;
-  std::string out_;  // encoded commands not yet handed to the socket
-  asio::steady_timer write_signal_;
+  // Calls in the order they were written (the order of their replies), and a pool of records
+  // for them: no allocation and no timer per command once the pool has grown.
+  std::deque<Call*> queue_;
+  std::deque<Call> calls_;
+  std::vector<Call*> free_;
+  asio::steady_timer sweep_timer_;  // fires at the earliest deadline of a waiting call
+  std::chrono::steady_clock::time_point sweep_at_{};
+  bool sweep_armed_ = false;
+  std::string out_;   // encoded commands not yet handed to the socket
+  std::string wbuf_;  // the rest of a write the kernel did not take at once
+  bool writing_ = false;        // wbuf_ is being written
+  bool flush_posted_ = false;   // a flush is queued on the executor
+  bool in_replies_ = false;     // read_loop is handing out replies (it flushes afterwards)
+  std::string write_error_;     // why the last write failed (ends read_loop)
   asio::steady_timer backoff_timer_;
-  std::vector<std::shared_ptr<Call>> state_waiters_;
+  std::vector<std::shared_ptr<StateWaiter>> state_waiters_;
   std::vector<std::function<void(bool, const std::string&)>> listeners_;
   std::chrono::steady_clock::time_point last_read_{};
   std::int64_t client_id_ = 0;

@@ -43,36 +43,6 @@ bool parse_int(std::string_view s, Int& out) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
-Reply convert(const redisReply* r) {
-  Reply out;
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-      out.type = Reply::Type::string;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.type = Reply::Type::status;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ERROR:
-      out.type = Reply::Type::error;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.type = Reply::Type::integer;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Reply::Type::array;
-      out.elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-      break;
-    default:
-      out.type = Reply::Type::nil;
-  }
-  return out;
-}
-
 Error unexpected(std::string_view what, const Reply& r) {
   return Error{Errc::internal, "unexpected " + std::string(what) + " reply from redis: " + describe(r)};
 }
@@ -156,17 +126,26 @@ RedisUrl parse_redis_url(std::string_view s) {
   return u;
 }
 
-void encode_command(std::string& out, const std::vector<std::string_view>& args) {
-  out += '*';
-  out += std::to_string(args.size());
-  out += "\r\n";
+void encode_command(std::string& out, std::span<const std::string_view> args) {
+  // "*<n>\r\n", then "$<len>\r\n<arg>\r\n" per argument; numbers without std::to_string.
+  auto header = [&out](char kind, std::size_t n) {
+    char buf[24];
+    buf[0] = kind;
+    auto [end, ec] = std::to_chars(buf + 1, buf + sizeof buf - 2, n);
+    *end++ = '\r';
+    *end++ = '\n';
+    out.append(buf, end);
+  };
+  header('*', args.size());
   for (auto a : args) {
-    out += '$';
-    out += std::to_string(a.size());
-    out += "\r\n";
+    header('$', a.size());
     out.append(a.data(), a.size());
     out += "\r\n";
   }
+}
+
+void encode_command(std::string& out, const std::vector<std::string_view>& args) {
+  encode_command(out, std::span<const std::string_view>(args));
 }
 
 std::string encode_command(const std::vector<std::string_view>& args) {
@@ -175,8 +154,53 @@ std::string encode_command(const std::vector<std::string_view>& args) {
   return out;
 }
 
+// hiredis's reader builds each reply through these, straight into the Reply the parser owns
+// (an array's elements are sized when it starts, and each element is built in its place), so
+// no hiredis reply object is allocated, converted and freed per reply.
 struct ReplyParser::Impl {
-  redisReader* reader = redisReaderCreate();
+  Reply top;  // the reply being built: every task's privdata
+  redisReader* reader = nullptr;
+
+  static Reply* place(const redisReadTask* task) {
+    if (task->parent) {
+      auto* parent = static_cast<Reply*>(task->parent->obj);
+      return &parent->elements[static_cast<std::size_t>(task->idx)];
+    }
+    auto* top = static_cast<Reply*>(task->privdata);
+    *top = Reply{};
+    return top;
+  }
+  static void* create_string(const redisReadTask* task, char* s, std::size_t len) {
+    Reply* r = place(task);
+    r->type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::error
+              : task->type == REDIS_REPLY_STATUS ? Reply::Type::status
+                                                 : Reply::Type::string;
+    r->str.assign(s, len);
+    return r;
+  }
+  static void* create_integer(const redisReadTask* task, long long v) {
+    Reply* r = place(task);
+    r->type = Reply::Type::integer;
+    r->integer = v;
+    return r;
+  }
+  static void* create_nil(const redisReadTask* task) { return place(task); }
+  static void free_object(void*) {}  // the parser owns the storage
+
+  Impl() {
+    // The element count's type differs between hiredis versions.
+    static redisReplyObjectFunctions functions{
+        create_string,
+        [](const redisReadTask* task, auto elements) -> void* {
+          Reply* r = place(task);
+          r->type = Reply::Type::array;
+          r->elements.resize(static_cast<std::size_t>(elements));
+          return r;
+        },
+        create_integer, create_nil, free_object};
+    reader = redisReaderCreateWithFunctions(&functions);
+    if (reader) reader->privdata = &top;
+  }
   ~Impl() {
     if (reader) redisReaderFree(reader);
   }
@@ -199,26 +223,21 @@ KvResult<std::optional<Reply>> ReplyParser::next() {
                  std::string("redis protocol error: ") + redisReaderGetError(impl_->reader)};
   }
   if (!raw) return std::optional<Reply>();
-  auto* r = static_cast<redisReply*>(raw);
-  Reply out = convert(r);
-  freeReplyObject(r);
-  return std::optional<Reply>(std::move(out));
+  return std::optional<Reply>(std::move(impl_->top));
 }
 
 ReplyRouter::Id ReplyRouter::push(std::size_t replies) {
   Id id = next_id_++;
-  queue_.push_back(Pending{id, replies == 0 ? 1 : replies, {}});
+  queue_.push_back(Pending{id, replies == 0 ? 1 : replies});
   return id;
 }
 
-std::optional<std::pair<ReplyRouter::Id, std::vector<Reply>>> ReplyRouter::on_reply(Reply reply) {
+std::optional<ReplyRouter::Owner> ReplyRouter::on_reply() {
   if (queue_.empty()) return std::nullopt;
   auto& front = queue_.front();
-  front.got.push_back(std::move(reply));
-  if (front.got.size() < front.replies) return std::nullopt;
-  std::pair<Id, std::vector<Reply>> done{front.id, std::move(front.got)};
-  queue_.pop_front();
-  return done;
+  Owner owner{front.id, --front.left == 0};
+  if (owner.last) queue_.pop_front();
+  return owner;
 }
 
 std::vector<ReplyRouter::Id> ReplyRouter::clear() {

@@ -25,6 +25,7 @@
 #include <set>
 #include <sstream>
 
+#include "agentd/core/runtime.hpp"
 #include "agentd/store/kv.hpp"
 #include "agentd/store/redis_protocol.hpp"
 #include "support/coro.hpp"
@@ -763,7 +764,8 @@ TEST(RedisProtocol, EncodesCommands) {
 
 TEST(RedisProtocol, ParsesRepliesFedInPieces) {
   std::string wire =
-      "+OK\r\n-ERR wrong\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n*-1\r\n";
+      "+OK\r\n-ERR wrong\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n*-1\r\n"
+      "*3\r\n+st\r\n-er\r\n$-1\r\n:7\r\n";
   rp::ReplyParser p;
   std::vector<rp::Reply> got;
   for (char ch : wire) {  // one byte at a time: replies come out only when complete
@@ -775,7 +777,7 @@ TEST(RedisProtocol, ParsesRepliesFedInPieces) {
       got.push_back(std::move(**r));
     }
   }
-  ASSERT_EQ(got.size(), 7u);
+  ASSERT_EQ(got.size(), 9u);
   EXPECT_EQ(got[0].type, rp::Reply::Type::status);
   EXPECT_EQ(got[0].str, "OK");
   EXPECT_TRUE(got[1].is_error());
@@ -787,6 +789,14 @@ TEST(RedisProtocol, ParsesRepliesFedInPieces) {
   EXPECT_EQ(got[5].elements[0].elements[0].integer, 1);
   EXPECT_EQ(got[5].elements[1].str, "");
   EXPECT_TRUE(got[6].is_nil());
+  ASSERT_EQ(got[7].elements.size(), 3u);  // every kind of element inside an array
+  EXPECT_EQ(got[7].elements[0].type, rp::Reply::Type::status);
+  EXPECT_EQ(got[7].elements[0].str, "st");
+  EXPECT_TRUE(got[7].elements[1].is_error());
+  EXPECT_TRUE(got[7].elements[2].is_nil());
+  EXPECT_EQ(got[8].type, rp::Reply::Type::integer);  // nothing left over from the array
+  EXPECT_EQ(got[8].integer, 7);
+  EXPECT_TRUE(got[8].elements.empty());
 }
 
 TEST(RedisProtocol, RejectsGarbage) {
@@ -802,27 +812,25 @@ TEST(RedisProtocol, RouterMatchesPipelinedRepliesInOrder) {
   auto a = router.push(1);
   auto b = router.push(3);  // e.g. a request of three commands
   auto c = router.push(1);
-  auto reply = [](std::int64_t n) {
-    rp::Reply r;
-    r.type = rp::Reply::Type::integer;
-    r.integer = n;
-    return r;
-  };
-  auto done = router.on_reply(reply(1));
-  ASSERT_TRUE(done);
-  EXPECT_EQ(done->first, a);
-  EXPECT_FALSE(router.on_reply(reply(2)));
-  EXPECT_FALSE(router.on_reply(reply(3)));
-  done = router.on_reply(reply(4));
-  ASSERT_TRUE(done);
-  EXPECT_EQ(done->first, b);
-  ASSERT_EQ(done->second.size(), 3u);
-  EXPECT_EQ(done->second[2].integer, 4);
+  auto owner = router.on_reply();
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->id, a);
+  EXPECT_TRUE(owner->last);
+  for (int i = 0; i < 2; ++i) {
+    owner = router.on_reply();
+    ASSERT_TRUE(owner);
+    EXPECT_EQ(owner->id, b);
+    EXPECT_FALSE(owner->last);
+  }
+  owner = router.on_reply();
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->id, b);
+  EXPECT_TRUE(owner->last);
   EXPECT_EQ(router.pending(), 1u);
   auto dropped = router.clear();
   ASSERT_EQ(dropped.size(), 1u);
   EXPECT_EQ(dropped[0], c);
-  EXPECT_FALSE(router.on_reply(reply(5))) << "nothing pending";
+  EXPECT_FALSE(router.on_reply()) << "nothing pending";
 }
 
 TEST(RedisProtocol, Handshake) {
@@ -1363,6 +1371,71 @@ TEST(Redis, HungServerTimesOutAndRecovers) {
   io.restart();
   io.run_for(2s);
   EXPECT_TRUE(io.stopped());
+}
+
+// A caller that gives up by itself (cancellation, e.g. its own timeout) returns at once; the
+// reply to its command, which still comes, goes to nobody, not to the next caller.
+asio::awaitable<void> cancelled_call(RedisServer* server, Kv& kv) {
+  CO_ASSERT(co_await kv.wait_ready(5s));
+  CO_ASSERT((co_await kv.cache().set("a", "value-a", 0ms)).has_value());
+  CO_ASSERT((co_await kv.cache().set("b", "value-b", 0ms)).has_value());
+  server->signal(SIGSTOP);
+  auto t0 = Clock::now();
+  auto gave_up = co_await agentd::core::with_timeout(kv.cache().get("a"), 50ms);
+  EXPECT_LT(Clock::now() - t0, 400ms);
+  CO_ASSERT(!gave_up.has_value());
+  EXPECT_EQ(gave_up.error(), make_error_code(Errc::timeout));
+  server->signal(SIGCONT);
+  auto b = co_await kv.cache().get("b");
+  CO_ASSERT(b.has_value());
+  CO_ASSERT(b->has_value());
+  EXPECT_EQ(**b, "value-b");
+}
+
+TEST(Redis, CancelledCallDropsItsLateReply) {
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  asio::io_context io;
+  auto kv = make_redis_kv(io.get_executor(), redis_config(server.url()));
+  run(io, cancelled_call(&server, *kv));
+  server.signal(SIGCONT);
+  kv->stop();
+}
+
+// More than the socket buffers hold while the server reads nothing: what the kernel does not
+// take at once is written asynchronously, and the loop keeps running meanwhile.
+asio::awaitable<void> set_big(Kv& kv, int i, const std::string* value, int* failed) {
+  auto r = co_await kv.cache().set("big" + std::to_string(i), *value, 0ms);
+  if (!r) ++*failed;
+}
+
+asio::awaitable<void> writes_beyond_the_socket_buffers(RedisServer* server, Kv& kv) {
+  CO_ASSERT(co_await kv.wait_ready(5s));
+  server->signal(SIGSTOP);
+  const std::string big(256 * 1024, 'x');
+  int failed = 0;
+  Group g(co_await asio::this_coro::executor);
+  for (int i = 0; i < 80; ++i) g.spawn(set_big(kv, i, &big, &failed));  // 20 MiB
+  auto t0 = Clock::now();
+  co_await sleep_for(50ms);
+  EXPECT_LT(Clock::now() - t0, 500ms) << "the event loop was blocked";
+  server->signal(SIGCONT);
+  co_await g.wait();
+  EXPECT_EQ(failed, 0);
+  auto r = co_await kv.cache().get("big79");
+  CO_ASSERT(r.has_value());
+  CO_ASSERT(r->has_value());
+  EXPECT_EQ(**r, big);
+}
+
+TEST(Redis, WritesBeyondTheSocketBuffersDoNotBlockTheLoop) {
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  asio::io_context io;
+  auto kv = make_redis_kv(io.get_executor(), redis_config(server.url()));
+  run(io, writes_beyond_the_socket_buffers(&server, *kv), 20s);
+  server.signal(SIGCONT);
+  kv->stop();
 }
 
 }  // namespace

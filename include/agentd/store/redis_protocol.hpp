@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -32,6 +33,7 @@ struct RedisUrl {
 RedisUrl parse_redis_url(std::string_view url);
 
 // Appends one command as a RESP array of bulk strings.
+void encode_command(std::string& out, std::span<const std::string_view> args);
 void encode_command(std::string& out, const std::vector<std::string_view>& args);
 std::string encode_command(const std::vector<std::string_view>& args);
 
@@ -64,14 +66,19 @@ class ReplyParser {
 };
 
 // Pipelining: requests are answered in the order they were written. A request of n commands
-// completes after its n-th reply; a request whose caller gave up (timeout) still consumes its
-// replies, so later requests keep getting their own.
+// completes with its n-th reply; a request whose caller gave up (timeout) still consumes its
+// replies, so later requests keep getting their own. It only counts: the replies themselves
+// go wherever the owner of the request keeps them.
 class ReplyRouter {
  public:
   using Id = std::uint64_t;
+  struct Owner {
+    Id id;      // the request the reply belongs to: the oldest pending one
+    bool last;  // the reply completes it (it is no longer pending)
+  };
   Id push(std::size_t replies);
-  // The request completed by this reply, with all its replies, if any.
-  std::optional<std::pair<Id, std::vector<Reply>>> on_reply(Reply reply);
+  // Counts one reply; nullopt when nothing is pending (a reply nobody asked for).
+  std::optional<Owner> on_reply();
   // Drops every pending request (connection lost); returns their ids, oldest first.
   std::vector<Id> clear();
   std::size_t pending() const noexcept { return queue_.size(); }
@@ -79,8 +86,7 @@ class ReplyRouter {
  private:
   struct Pending {
     Id id;
-    std::size_t replies;
-    std::vector<Reply> got;
+    std::size_t left;  // replies still to come
   };
   std::deque<Pending> queue_;  // front = oldest
   Id next_id_ = 1;
