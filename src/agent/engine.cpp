@@ -380,14 +380,34 @@ class EngineImpl final : public Engine, public RunHost {
   static Error not_found(const std::string& id) { return Error{404, "no intent " + id, "not_found", ""}; }
 
   void launch(std::shared_ptr<Run> run) {
-    asio::co_spawn(ex_, run_intent(run), [run](std::exception_ptr e) {
+    asio::co_spawn(ex_, run_intent(run), [this, run](std::exception_ptr e) {
       if (!e) return;
+      std::string what = "unknown exception";
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        spdlog::error("intent {}: run failed: {}", run->id(), ex.what());
+        what = ex.what();
+      } catch (...) {
+      }
+      spdlog::error("intent {}: run failed: {}", run->id(), what);
+      // A bug must not leave the intent running forever: it ends failed, visibly.
+      if (!run->done()) {
+        asio::co_spawn(ex_, fail_after_crash(run->id(), "internal error: " + what),
+                       [](std::exception_ptr) {});
       }
     });
+  }
+
+  asio::awaitable<void> fail_after_crash(std::string id, std::string why) {
+    store::IntentUpdate up;
+    up.status = store::IntentStatus::failed;
+    up.error = why;
+    if (co_await deps_.records.update_intent(id, std::move(up))) {
+      json ev = {{"type", events::kFailed}, {"intent_id", id}, {"ts", store::now_ms()},
+                 {"code", "internal_error"}, {"reason", why}};
+      (void)co_await deps_.events.append(event_stream(id), ev.dump());
+    }
+    if (running_.contains(id)) finished(id, IntentOutcome::failed);
   }
 
   asio::any_io_executor ex_;

@@ -941,7 +941,9 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     ai::CallContext ctx;
     ctx.client = intent_.client;
     ctx.request_id = rid_;
-    ctx.no_cache = false;
+    // A run acts on what the model answers (tool calls): an earlier answer to the same
+    // conversation must not stand in for a fresh one.
+    ctx.no_cache = true;
     const auto timeout = host_.config().intents.step_timeout;
     bool timed_out = false;
     std::unique_ptr<ai::ChatStream> stream;
