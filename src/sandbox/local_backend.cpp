@@ -23,7 +23,7 @@
 // groups of agentd's own ones when writable, else (a cgroup v2 host) a child of agentd's own
 // cgroup with memory and pids enabled in its subtree_control; where neither can be written the
 // backend falls back to RLIMIT_AS and RLIMIT_NPROC per command, with a warning (RLIMIT_NPROC
-// counts every process of the host uid agentd runs as: a weak bound, hence cgroups first).
+// counts every process of the host uid agentd runs as, and not at all for root: hence cgroups).
 // Disk: writes through write_file are refused past `max_disk` of files under the work dir;
 // a command's own writes are bounded per file by RLIMIT_FSIZE only.
 //
@@ -1051,6 +1051,10 @@ class Core : public std::enable_shared_from_this<Core> {
           plan_.pids_parent.empty() && plan_.memory_parent.empty() ? "pids and memory"
           : plan_.pids_parent.empty()                               ? "pids"
                                                                     : "memory");
+      if (plan_.pids_parent.empty() && ::geteuid() == 0) {
+        spdlog::warn("sandbox: agentd runs as root, which RLIMIT_NPROC does not bind: only command "
+                     "deadlines bound the number of processes in a sandbox");
+      }
     }
     spdlog::info("sandbox: local backend in {} (cgroups: pids {}, memory {})", config_.root_dir,
                  plan_.pids_parent.empty() ? "-" : plan_.pids_parent,
