@@ -367,8 +367,16 @@ class EngineImpl final : public Engine, public RunHost {
       t.expires_after(std::chrono::milliseconds(20));
       co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    // What still runs stays recorded as running: the next start (or another instance) resumes it.
-    for (auto& [id, r] : running_) r->abandon();
+    // What still runs stays recorded as running: the next start (or another instance) resumes it
+    // at once, since the leases are given up.
+    std::vector<std::string> left;
+    for (auto& [id, r] : running_) {
+      r->abandon();
+      left.push_back(id);
+    }
+    for (const auto& id : left) {
+      (void)co_await deps_.records.claim_intent(id, deps_.instance, store::now_ms());
+    }
     if (!running_.empty()) {
       spdlog::info("intents: {} still running at shutdown; they resume at the next start", running_.size());
     }

@@ -68,8 +68,8 @@ json rpc_error(const json& id, int code, const std::string& message, const json&
   return {{"jsonrpc", "2.0"}, {"id", id}, {"error", std::move(e)}};
 }
 
-json reply(const json& id, const mcp::RpcResult<json>& r) {
-  if (r) return rpc_result(id, *r);
+json reply(const json& id, mcp::RpcResult<json>&& r) {
+  if (r) return rpc_result(id, std::move(*r));
   return rpc_error(id, r.error().code, r.error().message, r.error().data);
 }
 
@@ -729,7 +729,7 @@ asio::awaitable<void> run_call(std::shared_ptr<McpServer> st, std::shared_ptr<Ca
   call->grace.cancel();
   for (auto* a : std::vector<Asked*>(call->asking)) a->wake.cancel();
   if (!call->withdrawn && !s.closed) {
-    s.emit(call->stream, to_text(reply(call->id, r)), call->carrier);
+    s.emit(call->stream, to_text(reply(call->id, std::move(r))), call->carrier);
   }
   if (call->carrier) call->carrier->end();
 }
@@ -750,7 +750,7 @@ asio::awaitable<Response> call_tool(std::shared_ptr<McpServer> st, std::shared_p
           s.get(), acc,
           rpc_error(msg.id, RpcError::kInvalidParams, "params.arguments must be an object"));
     }
-    args = p["arguments"];
+    args = std::move(msg.params["arguments"]);  // msg is ours
   }
   std::optional<json> token;
   if (p.contains("_meta") && p["_meta"].is_object() && p["_meta"].contains("progressToken")) {
@@ -782,7 +782,7 @@ asio::awaitable<Response> call_tool(std::shared_ptr<McpServer> st, std::shared_p
     // streams (no priming event, so it does not try to resume); a JSON-only client still
     // needs a body, which it ignores.
     if (call->withdrawn && acc.sse) co_return Response::stream(no_events);
-    co_return Response::json(200, reply(call->id, r));
+    co_return Response::json(200, reply(call->id, std::move(r)));
   }
   call->stream = s->next_stream++;
   call->progress_token = token;
@@ -830,7 +830,7 @@ asio::awaitable<Response> read_or_get(std::shared_ptr<McpServer> st, std::shared
   }
   call->done = true;
   if (call->withdrawn && acc.sse) co_return Response::stream(no_events);
-  co_return answer(s.get(), acc, reply(call->id, r));
+  co_return answer(s.get(), acc, reply(call->id, std::move(r)));
 }
 
 asio::awaitable<Response> post_mcp(std::shared_ptr<McpServer> st, Request& req) {

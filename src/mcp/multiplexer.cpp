@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 
@@ -26,15 +27,23 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
+// The audit's args_sha256: SHA-256 of the arguments' compact JSON text (keys sorted), in hex.
+// SHA256() would look the algorithm up in OpenSSL 3's provider tables on every call: fetch it
+// once.
 std::string digest(const json& j) {
+  static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   auto text = j.dump();
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), d);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : d) {
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!kSha256 || EVP_Digest(text.data(), text.size(), d, &n, kSha256, nullptr) != 1) {
+    n = SHA256_DIGEST_LENGTH;
+    SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), d);
+  }
+  static constexpr const char* kHex = "0123456789abcdef";
+  std::string out(2 * n, '0');
+  for (unsigned int i = 0; i < n; ++i) {
+    out[2 * i] = kHex[d[i] >> 4];
+    out[2 * i + 1] = kHex[d[i] & 15];
   }
   return out;
 }
@@ -104,6 +113,9 @@ struct Upstream {
   bool supervised = false;
   asio::steady_timer wake;                  // the supervisor sleeps on it while a session is up
   std::vector<asio::steady_timer*> waiting;  // callers waiting for a (lazy) start
+  // The audit's metrics, looked up in the registry once (it keeps them for its lifetime).
+  core::Histogram* call_seconds = nullptr;
+  std::map<std::string, core::Counter*, std::less<>> calls_by_outcome;
 
   void settle_waiters() {
     for (auto* t : waiting) t->cancel();
@@ -217,10 +229,11 @@ class MultiplexerImpl final : public Multiplexer {
       co_return RpcError{RpcError::kInvalidParams, "arguments must be an object", nullptr};
     }
     if (arguments.is_null()) arguments = json::object();
+    auto args_sha256 = digest(arguments);
     // Policies first: a denial does not depend on whether the server is up.
     if (config_.policy) {
       if (auto denial = config_.policy->check(call.client, namespaced, arguments)) {
-        audit(call, u.config.name, tool, arguments, "denied", started);
+        audit(call, u, tool, args_sha256, "denied", started);
         spdlog::warn("rid={} mcp: {} denied for client {} by policy '{}': {}",
                      call.request_id.empty() ? "-" : call.request_id, namespaced,
                      call.client.empty() ? "-" : call.client, denial->rule, denial->message);
@@ -229,10 +242,11 @@ class MultiplexerImpl final : public Multiplexer {
                            json{{"rule", denial->rule}}};
       }
     }
-    json params = {{"name", tool}, {"arguments", arguments}};
+    json params = {{"name", tool}, {"arguments", std::move(arguments)}};
     std::string method = "tools/call";
     co_return co_await invoke(u, Kind::tool, tool, std::move(method), std::move(params),
-                              arguments, std::move(call), std::move(cancel), started);
+                              std::move(args_sha256), std::move(call), std::move(cancel),
+                              started);
   }
 
   asio::awaitable<RpcResult<json>> get_prompt(const std::string& namespaced, json arguments,
@@ -247,12 +261,13 @@ class MultiplexerImpl final : public Multiplexer {
     if (!arguments.is_null() && !arguments.is_object()) {
       co_return RpcError{RpcError::kInvalidParams, "arguments must be an object", nullptr};
     }
+    auto args_sha256 = digest(arguments);
     json params = {{"name", target->second}};
-    if (arguments.is_object()) params["arguments"] = arguments;
+    if (arguments.is_object()) params["arguments"] = std::move(arguments);
     std::string method = "prompts/get";
     co_return co_await invoke(u, Kind::prompt, target->second, std::move(method),
-                              std::move(params), arguments, std::move(call), std::move(cancel),
-                              started);
+                              std::move(params), std::move(args_sha256), std::move(call),
+                              std::move(cancel), started);
   }
 
   asio::awaitable<RpcResult<json>> read_resource(const std::string& uri, Visible visible,
@@ -288,10 +303,11 @@ class MultiplexerImpl final : public Multiplexer {
                          json{{"uri", uri}}};
     }
     json params = {{"uri", uri}};
-    json audited = params;
+    auto args_sha256 = digest(params);
     std::string method = "resources/read";
     co_return co_await invoke(*owner, Kind::resource, uri, std::move(method), std::move(params),
-                              std::move(audited), std::move(call), std::move(cancel), started);
+                              std::move(args_sha256), std::move(call), std::move(cancel),
+                              started);
   }
 
   void on_tools_changed(std::function<void()> fn) override { listeners_.push_back(std::move(fn)); }
@@ -365,8 +381,9 @@ class MultiplexerImpl final : public Multiplexer {
   // The shared path of tools/call, prompts/get and resources/read: wait for the server,
   // apply the client's and the server's limits, send, audit.
   asio::awaitable<RpcResult<json>> invoke(Upstream& u, Kind kind, std::string name,
-                                          std::string method, json params, json audited,
-                                          ToolCall call, std::shared_ptr<CancelToken> cancel,
+                                          std::string method, json params,
+                                          std::string args_sha256, ToolCall call,
+                                          std::shared_ptr<CancelToken> cancel,
                                           Clock::time_point started) {
     if (u.state != "ready" && u.state != "stopped") {
       if (!u.supervised) supervise(u);
@@ -379,7 +396,7 @@ class MultiplexerImpl final : public Multiplexer {
       }
     }
     if (u.state != "ready" || !u.session) {
-      audit(call, u.config.name, name, audited, "unavailable", started);
+      audit(call, u, name, args_sha256, "unavailable", started);
       co_return RpcError{RpcError::kConnectionClosed,
                          "server " + u.config.name + " is not available (" + u.state +
                              (u.detail.empty() ? "" : ": " + u.detail) + ")",
@@ -406,14 +423,14 @@ class MultiplexerImpl final : public Multiplexer {
       const auto& lim = cl->second;
       auto& st = client_state_[call.client];
       if (lim.limits.concurrency > 0 && st.in_flight >= lim.limits.concurrency) {
-        audit(call, u.config.name, name, audited, "limited", started);
+        audit(call, u, name, args_sha256, "limited", started);
         co_return limited("client " + call.client + " may have " +
                               std::to_string(lim.limits.concurrency) + " MCP calls in flight",
                           0);
       }
       if (lim.limits.rpm > 0) {
         if (auto wait = st.window.take(lim.limits.rpm)) {
-          audit(call, u.config.name, name, audited, "limited", started);
+          audit(call, u, name, args_sha256, "limited", started);
           co_return limited("client " + call.client + " may make " +
                                 std::to_string(lim.limits.rpm) + " MCP calls per minute",
                             wait);
@@ -426,7 +443,7 @@ class MultiplexerImpl final : public Multiplexer {
     // The server's limits: over rpm refused; over concurrency wait in line for a slot.
     if (u.config.limits.rpm > 0) {
       if (auto wait = u.window.take(u.config.limits.rpm)) {
-        audit(call, u.config.name, name, audited, "limited", started);
+        audit(call, u, name, args_sha256, "limited", started);
         co_return limited("server " + u.config.name + " takes " +
                               std::to_string(u.config.limits.rpm) + " calls per minute",
                           wait);
@@ -458,7 +475,7 @@ class MultiplexerImpl final : public Multiplexer {
         if (cancel && cancel->cancelled()) {
           co_return RpcError{RpcError::kInternal, "cancelled by the caller", nullptr};
         }
-        audit(call, u.config.name, name, audited, "limited", started);
+        audit(call, u, name, args_sha256, "limited", started);
         co_return RpcError{RpcError::kRequestTimeout,
                            "server " + u.config.name + " stayed busy (" +
                                std::to_string(u.config.limits.concurrency) +
@@ -471,7 +488,7 @@ class MultiplexerImpl final : public Multiplexer {
     ++u.in_flight;
     slots.server = &u;
     if (u.state != "ready" || !u.session) {  // went away while we waited in line
-      audit(call, u.config.name, name, audited, "unavailable", started);
+      audit(call, u, name, args_sha256, "unavailable", started);
       co_return RpcError{RpcError::kConnectionClosed,
                          "server " + u.config.name + " is not available (" + u.state + ")", nullptr};
     }
@@ -485,39 +502,47 @@ class MultiplexerImpl final : public Multiplexer {
     auto r = co_await session->request(std::move(method), std::move(params), timeout,
                                        std::move(hooks));
     std::string outcome = !r ? "error" : (r->value("isError", false) ? "tool_error" : "ok");
-    audit(call, u.config.name, kind == Kind::tool ? name : std::string(noun(kind)) + ":" + name,
-          audited, outcome, started);
+    audit(call, u, kind == Kind::tool ? name : std::string(noun(kind)) + ":" + name,
+          args_sha256, outcome, started);
     co_return r;
   }
 
-  void audit(const ToolCall& call, const std::string& server, const std::string& tool,
-             const json& arguments, const std::string& outcome, Clock::time_point started) {
+  // Arguments may hold secrets or personal data: the audit keeps a digest, not the values.
+  void audit(const ToolCall& call, Upstream& u, const std::string& tool,
+             const std::string& args_sha256, const std::string& outcome,
+             Clock::time_point started) {
+    const auto& server = u.config.name;
     auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
     auto ms = static_cast<double>(took.count()) / 1000.0;
-    auto sha = digest(arguments);
-    // Arguments may hold secrets or personal data: the audit keeps a digest, not the values.
     spdlog::info("rid={} mcp audit: client={} server={} tool={} args_sha256={} outcome={} {:.1f}ms",
                  call.request_id.empty() ? "-" : call.request_id,
-                 call.client.empty() ? "-" : call.client, server, tool, sha, outcome, ms);
+                 call.client.empty() ? "-" : call.client, server, tool, args_sha256, outcome, ms);
     if (audit_sink_) {
       AuditEvent e;
       e.client = call.client;
       e.request_id = call.request_id;
       e.server = server;
       e.tool = tool;
-      e.args_sha256 = std::move(sha);
+      e.args_sha256 = args_sha256;
       e.outcome = outcome;
       e.duration = took;
       audit_sink_(e);
     }
-    metrics_
-        .counter("agentd_mcp_tool_calls_total", "MCP tool calls by server and outcome",
-                 {{"server", server}, {"outcome", outcome}})
-        .inc();
-    metrics_
-        .histogram("agentd_mcp_tool_call_seconds", "MCP tool call latency by server",
-                   core::latency_buckets(), {{"server", server}})
-        .observe(ms / 1000);
+    auto calls = u.calls_by_outcome.find(outcome);
+    if (calls == u.calls_by_outcome.end()) {
+      calls = u.calls_by_outcome
+                  .emplace(outcome, &metrics_.counter("agentd_mcp_tool_calls_total",
+                                                      "MCP tool calls by server and outcome",
+                                                      {{"server", server}, {"outcome", outcome}}))
+                  .first;
+    }
+    calls->second->inc();
+    if (!u.call_seconds) {
+      u.call_seconds = &metrics_.histogram("agentd_mcp_tool_call_seconds",
+                                           "MCP tool call latency by server",
+                                           core::latency_buckets(), {{"server", server}});
+    }
+    u.call_seconds->observe(ms / 1000);
   }
 
   void changed() {

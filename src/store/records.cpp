@@ -20,19 +20,37 @@ namespace agentd::store {
 // ---------------------------------------------------------------------------------------------
 // Small public helpers.
 
-std::string new_id() {
+namespace {
+
+constexpr const char* kHex = "0123456789abcdef";
+
+// Fills out[from..] with random hex digits.
+void random_hex(std::string& out, std::size_t from) {
   unsigned char raw[16];
   if (RAND_bytes(raw, sizeof raw) != 1) {
     // Ids are not secrets, but they must not collide: fall back to the OS generator.
     std::random_device rd;
     for (auto& b : raw) b = static_cast<unsigned char>(rd());
   }
-  static const char* hex = "0123456789abcdef";
-  std::string out(32, '0');
-  for (std::size_t i = 0; i < 16; ++i) {
-    out[2 * i] = hex[raw[i] >> 4];
-    out[2 * i + 1] = hex[raw[i] & 15];
+  for (std::size_t i = from; i < out.size(); ++i) {
+    auto b = raw[(i - from) / 2];
+    out[i] = kHex[(i - from) % 2 == 0 ? b >> 4 : b & 15];
   }
+}
+
+}  // namespace
+
+std::string new_id() {
+  std::string out(32, '0');
+  random_hex(out, 0);
+  return out;
+}
+
+std::string new_id(TimeMs at) {
+  std::string out(32, '0');
+  auto t = static_cast<std::uint64_t>(std::max<TimeMs>(at, 0));
+  for (int i = 11; i >= 0; --i, t >>= 4) out[static_cast<std::size_t>(i)] = kHex[t & 15];
+  random_hex(out, 12);
   return out;
 }
 
@@ -1107,8 +1125,8 @@ class SqlRecords final : public Records {
   // --- spend ---
 
   asio::awaitable<Result<SpendEntry>> record_spend(SpendEntry e) override {
-    if (e.id.empty()) e.id = new_id();
     if (e.at == 0) e.at = now_ms();
+    if (e.id.empty()) e.id = new_id(e.at);
     if (!valid_key(e.id) || !valid_key(e.client) || !valid_key(e.provider) || !valid_key(e.model) ||
         !valid_optional_key(e.intent_id) || e.tokens_in < 0 || e.tokens_out < 0 ||
         e.cost_micro_usd < 0 || e.at < 0) {
@@ -1182,8 +1200,8 @@ class SqlRecords final : public Records {
   // --- audit ---
 
   asio::awaitable<Result<AuditEntry>> append_audit(AuditEntry a) override {
-    if (a.id.empty()) a.id = new_id();
     if (a.at == 0) a.at = now_ms();
+    if (a.id.empty()) a.id = new_id(a.at);
     if (!valid_key(a.id) || !valid_text(a.client, 256) || !valid_key(a.server) ||
         !valid_key(a.tool) || !valid_sha256(a.args_sha256) || !valid_key(a.outcome, 64) ||
         a.duration_us < 0 || !valid_text(a.request_id, 256) || !valid_optional_key(a.intent_id) ||
@@ -1217,8 +1235,8 @@ class SqlRecords final : public Records {
 
   asio::awaitable<Result<std::size_t>> append_audits(std::vector<AuditEntry> entries) override {
     for (auto& a : entries) {
-      if (a.id.empty()) a.id = new_id();
       if (a.at == 0) a.at = now_ms();
+      if (a.id.empty()) a.id = new_id(a.at);
       if (!valid_key(a.id) || !valid_text(a.client, 256) || !valid_key(a.server) ||
           !valid_key(a.tool) || !valid_sha256(a.args_sha256) || !valid_key(a.outcome, 64) ||
           a.duration_us < 0 || !valid_text(a.request_id, 256) ||
@@ -1248,8 +1266,8 @@ class SqlRecords final : public Records {
 
   asio::awaitable<Result<std::size_t>> record_spends(std::vector<SpendEntry> entries) override {
     for (auto& e : entries) {
-      if (e.id.empty()) e.id = new_id();
       if (e.at == 0) e.at = now_ms();
+      if (e.id.empty()) e.id = new_id(e.at);
       if (!valid_key(e.id) || !valid_key(e.client) || !valid_key(e.provider) ||
           !valid_key(e.model) || !valid_optional_key(e.intent_id) || e.tokens_in < 0 ||
           e.tokens_out < 0 || e.cost_micro_usd < 0 || e.at < 0) {

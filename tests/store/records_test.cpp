@@ -25,6 +25,7 @@
 #include <future>
 #include <mutex>
 #include <pqxx/pqxx>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -1228,6 +1229,22 @@ INSTANTIATE_TEST_SUITE_P(Backends, RecordsTest,
 
 // ---------------------------------------------------------------------------------------------
 // Configuration.
+
+TEST(RecordIdsTest, TimeOrderedIdsSortByTimeAndDifferWithinAMillisecond) {
+  auto a = new_id(at_utc(2025, 5, 1, 10));
+  auto b = new_id(at_utc(2025, 5, 1, 10) + 1);
+  auto c = new_id(at_utc(2026, 1, 1, 0));
+  for (const auto& id : {a, b, c}) {
+    ASSERT_EQ(id.size(), 32u);
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+  }
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_EQ(a.substr(0, 12), "01968b49ed00") << "the time in milliseconds, 12 hex digits";
+  std::set<std::string> same_ms;
+  for (int i = 0; i < 1000; ++i) same_ms.insert(new_id(at_utc(2025, 5, 1, 10)));
+  EXPECT_EQ(same_ms.size(), 1000u);
+}
 
 TEST(RecordsConfigTest, ReadsTheDurableRecordKeysOfTheStoreSection) {
   auto doc = core::load_yaml_string(

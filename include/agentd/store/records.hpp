@@ -46,6 +46,10 @@ void parse_records_config(const core::ConfigNode& store, RecordsConfig& out);
 
 // A random 128-bit id as 32 lowercase hex characters.
 std::string new_id();
+// For append-only records (spend, audit): 32 lowercase hex characters too, the first 12 the
+// time `at` (milliseconds), the other 20 random (80 bits). Ids made later sort later, so a
+// batch of inserts lands at the end of the primary-key index instead of on a random page each.
+std::string new_id(TimeMs at);
 TimeMs now_ms();
 
 enum class IntentStatus { accepted, running, waiting_input, completed, failed, cancelled };
@@ -139,7 +143,7 @@ struct ArtifactLink {
 };
 
 struct SpendEntry {
-  std::string id;  // empty: the store assigns new_id(); a retry with the same id is recorded once
+  std::string id;  // empty: the store assigns new_id(at); a retry with the same id is recorded once
   std::string client;
   std::string provider;
   std::string model;
@@ -165,7 +169,7 @@ struct ModelSpend {
 };
 
 struct AuditEntry {
-  std::string id;  // empty: the store assigns new_id()
+  std::string id;  // empty: the store assigns new_id(at)
   TimeMs at = 0;   // 0: now
   std::string client;
   std::string server;
