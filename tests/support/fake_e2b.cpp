@@ -898,7 +898,7 @@ Response FakeE2b::Impl::api(const Request& req) {
     }
     std::size_t limit = options.list_page_size;
     if (auto l = req.query_param("limit"); l && !l->empty()) {
-      limit = static_cast<std::size_t>(std::max(1L, std::strtol(l->c_str(), nullptr, 10)));
+      limit = std::min(limit, static_cast<std::size_t>(std::max(1L, std::strtol(l->c_str(), nullptr, 10))));
     }
     std::size_t offset = 0;
     if (auto t = req.query_param("nextToken"); t && !t->empty()) {
@@ -1326,6 +1326,9 @@ Response FakeE2b::Impl::process_stream(const Request& req, const std::string& me
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
+    // Nothing else of this process leaks into the child: an inherited socket would keep a
+    // connection open after the server closed (or cut) it.
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     sigset_t none, defaults;

@@ -149,7 +149,7 @@ struct FakeE2bOptions {
   std::string envd_version = "0.5.7";  // >= 0.5.2: CloseStdin; >= 0.5.7: octet-stream upload
   std::string domain;                  // returned as the sandboxes' `domain` (null when empty)
   std::string root_dir;                // empty: a fresh directory under $TMPDIR, removed at end
-  std::size_t list_page_size = 100;    // GET /v2/sandboxes page size when no `limit` is given
+  std::size_t list_page_size = 100;    // GET /v2/sandboxes: most per page (also caps `limit`)
   std::optional<std::chrono::milliseconds> keepalive;  // overrides Keepalive-Ping-Interval
 };
 
