@@ -56,6 +56,26 @@ Error client_error(const net::ClientError& e, std::string_view what) {
 
 Error make_error(Errc code, std::string message) { return Error{code, std::move(message), {}}; }
 
+// Dotted versions ("0.5.2"); an unknown (empty) version counts as new enough.
+bool version_at_least(std::string_view v, std::string_view min) {
+  if (v.empty()) return true;
+  auto next = [](std::string_view& s) {
+    long n = 0;
+    while (!s.empty() && s.front() >= '0' && s.front() <= '9') {
+      n = n * 10 + (s.front() - '0');
+      s.remove_prefix(1);
+    }
+    if (!s.empty()) s.remove_prefix(1);  // the dot (or a suffix such as "-beta")
+    return n;
+  };
+  for (int i = 0; i < 3; ++i) {
+    long a = next(v), b = next(min);
+    if (a != b) return a > b;
+  }
+  return true;
+}
+constexpr std::string_view kEnvdCloseStdin = "0.5.2";  // the SDK's ENVD_ENVD_CLOSE
+
 // 128 + signal for envd's "signal: killed" style statuses (Go's ProcessState.String()).
 int exit_code_of(const e2b::ProcessEvent& end) {
   static const std::map<std::string_view, int> kSignals = {
@@ -323,6 +343,12 @@ class E2bProcess final : public Process {
   }
 
   asio::awaitable<Result<void>> close_stdin() override {
+    if (auto it = shared_->envd.find(id_);
+        it != shared_->envd.end() && !version_at_least(it->second.version, kEnvdCloseStdin)) {
+      co_return make_error(Errc::conflict, "envd " + it->second.version +
+                                               " cannot close stdin (needs " +
+                                               std::string(kEnvdCloseStdin) + ")");
+    }
     auto r = co_await shared_->rpc(id_, "process.Process/CloseStdin", selector(pid_));
     if (!r) co_return r.error();
     co_return Result<void>();
@@ -608,6 +634,14 @@ class E2bBackend final : public Backend {
       auto cwd = e2b::sandbox_path(options.cwd, kHome);
       if (!cwd) co_return make_error(Errc::bad_request, "cwd leaves the sandbox: " + options.cwd);
       process["cwd"] = *cwd;
+    }
+    if (options.stdin_data) {  // checked before anything runs
+      auto e = co_await s_->envd_of(id);
+      if (!e) co_return e.error();
+      if (!version_at_least(e->version, kEnvdCloseStdin)) {
+        co_return make_error(Errc::conflict, "envd " + e->version + " cannot close stdin (needs " +
+                                                 std::string(kEnvdCloseStdin) + "): no stdin_data");
+      }
     }
     json body = {{"process", process}, {"stdin", true}};
     auto deadline = Clock::now() + options.timeout;

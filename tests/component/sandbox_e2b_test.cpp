@@ -442,5 +442,39 @@ TEST_F(E2bBackendTest, DeadlinesOnHangingCallsAndCommands) {
   EXPECT_GE(count("/process.Process/SendSignal"), 1u);
 }
 
+// An envd older than 0.5.2 has no CloseStdin (the SDK's own check): stdin_data is refused
+// before anything runs; commands without it work.
+class OldEnvdTest : public E2bBackendTest {
+ protected:
+  OldEnvdTest() : E2bBackendTest(old_envd()) {}
+  static FakeE2bOptions old_envd() {
+    FakeE2bOptions o;
+    o.envd_version = "0.4.9";
+    return o;
+  }
+};
+
+asio::awaitable<void> without_close_stdin(Backend& b, FakeE2b& fake) {
+  sandbox::CreateOptions none;
+  auto info = co_await b.create(none);
+  CO_ASSERT(info.has_value());
+  ExecOptions with_stdin = cmd("cat");
+  with_stdin.stdin_data = "x";
+  auto refused = co_await b.start(info->id, with_stdin);
+  EXPECT_EQ(refused.error().code, Errc::conflict);
+  EXPECT_EQ(fake.sandboxes()[0].processes, 0u);
+  ExecOptions plain = cmd("echo ok");
+  auto p = co_await must_start(b, info->id, plain);
+  auto c = co_await collect(*p);
+  EXPECT_EQ(c.out, "ok\n");
+  EXPECT_EQ((co_await p->close_stdin()).error().code, Errc::conflict);
+  co_await b.kill(info->id);
+}
+
+TEST_F(OldEnvdTest, NoCloseStdinBefore052) {
+  auto b = backend();
+  run(without_close_stdin(*b, fake_));
+}
+
 }  // namespace
 }  // namespace agentd::test
