@@ -87,8 +87,21 @@ struct Fixture {
   }
 };
 
-asio::awaitable<void> acquire_into(Manager& m, std::string owner, std::vector<std::string>& ids) {
-  auto r = co_await m.acquire(owner, CreateOptions{});
+// GCC 12 miscompiles temporaries (braced, or std::string from a literal) in co_await
+// arguments: every call goes through locals here.
+asio::awaitable<Result<Manager::Acquired>> acq(Manager& m, const char* owner) {
+  std::string o = owner;
+  CreateOptions opts;
+  co_return co_await m.acquire(o, opts);
+}
+
+asio::awaitable<void> rel(Manager& m, const char* owner) {
+  std::string o = owner;
+  co_await m.release(o);
+}
+
+asio::awaitable<void> acquire_into(Manager& m, const char* owner, std::vector<std::string>& ids) {
+  auto r = co_await acq(m, owner);
   CO_ASSERT(r.has_value());
   ids.push_back(r->info.id);
 }
@@ -103,10 +116,10 @@ TEST(SandboxManager, OneSandboxPerOwnerAndConcurrentAcquiresShareTheCreation) {
     CO_ASSERT(ids.size() == 5u);
     for (const auto& id : ids) EXPECT_EQ(id, ids[0]);
     EXPECT_EQ(fx.backend->creates, 1);
-    auto again = co_await fx.manager->acquire("intent-1", CreateOptions{});
+    auto again = co_await acq(*fx.manager, "intent-1");
     CO_ASSERT(again.has_value());
     EXPECT_FALSE(again->created);
-    auto other = co_await fx.manager->acquire("intent-2", CreateOptions{});
+    auto other = co_await acq(*fx.manager, "intent-2");
     CO_ASSERT(other.has_value());
     EXPECT_TRUE(other->created);
     EXPECT_NE(other->info.id, ids[0]);
@@ -119,17 +132,17 @@ TEST(SandboxManager, OneSandboxPerOwnerAndConcurrentAcquiresShareTheCreation) {
 TEST(SandboxManager, ReleaseKillsAndAReleaseDuringCreationKillsOnceCreated) {
   Fixture f;
   test::run_coroutine(f.io, [](Fixture& fx) -> asio::awaitable<void> {
-    auto a = co_await fx.manager->acquire("i1", CreateOptions{});
+    auto a = co_await acq(*fx.manager, "i1");
     CO_ASSERT(a.has_value());
-    co_await fx.manager->release("i1");
+    co_await rel(*fx.manager, "i1");
     CO_ASSERT(fx.backend->killed.size() == 1u);
     EXPECT_EQ(fx.backend->killed[0], a->info.id);
     EXPECT_EQ(fx.manager->alive(), 0u);
     // Pre-warm, then the owner ends before the sandbox exists.
-    fx.manager->prewarm("i2", CreateOptions{});
+    fx.manager->prewarm("i2", CreateOptions());
     asio::steady_timer t(fx.io.get_executor(), 1ms);
     co_await t.async_wait(asio::use_awaitable);
-    co_await fx.manager->release("i2");
+    co_await rel(*fx.manager, "i2");
     t.expires_after(100ms);
     co_await t.async_wait(asio::use_awaitable);
     EXPECT_EQ(fx.backend->creates, 2);
@@ -141,8 +154,8 @@ TEST(SandboxManager, ReleaseKillsAndAReleaseDuringCreationKillsOnceCreated) {
 TEST(SandboxManager, PrewarmedSandboxIsTheOneAcquired) {
   Fixture f;
   test::run_coroutine(f.io, [](Fixture& fx) -> asio::awaitable<void> {
-    fx.manager->prewarm("i1", CreateOptions{});
-    auto a = co_await fx.manager->acquire("i1", CreateOptions{});
+    fx.manager->prewarm("i1", CreateOptions());
+    auto a = co_await acq(*fx.manager, "i1");
     CO_ASSERT(a.has_value());
     EXPECT_EQ(fx.backend->creates, 1);
     EXPECT_GT(a->took.count(), 0);
@@ -153,12 +166,12 @@ TEST(SandboxManager, FailedCreationIsReportedAndRetriedNextTime) {
   Fixture f;
   f.backend->fail_create = true;
   test::run_coroutine(f.io, [](Fixture& fx) -> asio::awaitable<void> {
-    auto a = co_await fx.manager->acquire("i1", CreateOptions{});
+    auto a = co_await acq(*fx.manager, "i1");
     CO_ASSERT(!a.has_value());
     EXPECT_EQ(a.error().code, Errc::unavailable);
     EXPECT_EQ(fx.manager->alive(), 0u);
     fx.backend->fail_create = false;
-    auto b = co_await fx.manager->acquire("i1", CreateOptions{});
+    auto b = co_await acq(*fx.manager, "i1");
     EXPECT_TRUE(b.has_value());
   }(f), 5s);
 }
@@ -166,9 +179,9 @@ TEST(SandboxManager, FailedCreationIsReportedAndRetriedNextTime) {
 TEST(SandboxManager, AliveLimitRefusesWithRetryAfter) {
   Fixture f(2);
   test::run_coroutine(f.io, [](Fixture& fx) -> asio::awaitable<void> {
-    CO_ASSERT((co_await fx.manager->acquire("a", CreateOptions{})).has_value());
-    CO_ASSERT((co_await fx.manager->acquire("b", CreateOptions{})).has_value());
-    auto c = co_await fx.manager->acquire("c", CreateOptions{});
+    CO_ASSERT((co_await acq(*fx.manager, "a")).has_value());
+    CO_ASSERT((co_await acq(*fx.manager, "b")).has_value());
+    auto c = co_await acq(*fx.manager, "c");
     CO_ASSERT(!c.has_value());
     EXPECT_EQ(c.error().code, Errc::rate_limited);
     EXPECT_TRUE(c.error().retry_after.has_value());
