@@ -72,6 +72,7 @@ Budget parse_budget(const ConfigNode& node) {
   Budget b;
   b.tokens = node.get_int("tokens", 0, 0, std::int64_t{1} << 50);
   if (auto n = node.get("usd")) b.usd = n->as_number(0, 1e9);
+  if (auto n = node.get("sandbox_seconds")) b.sandbox_seconds = n->as_number(0, 1e9);
   node.finish();
   return b;
 }
@@ -109,6 +110,8 @@ AgentConfig parse_agent(const ConfigNode& node, const ConfigContext& ctx) {
   if (auto n = node.get("max_tokens")) a.max_tokens = n->as_int(1, 10'000'000);
   if (auto n = node.get("output_schema")) a.output_schema = parse_schema(*n);
   a.ask_user = node.get_bool("ask_user", a.ask_user);
+  a.sandbox = node.get_bool("sandbox", a.sandbox);
+  if (a.sandbox && !ctx.sandbox) node.child("sandbox").fail("needs the sandbox section (sandbox: {backend: local})");
   a.parallel_tool_calls = node.get_bool("parallel_tool_calls", a.parallel_tool_calls);
   if (auto n = node.get("budget")) a.budget = parse_budget(*n);
   node.finish();

@@ -93,6 +93,15 @@ class EngineImpl final : public Engine, public RunHost {
   const std::vector<ToolSource*>& tool_sources() const noexcept override { return tools_; }
   void finished(const std::string& id, IntentOutcome outcome) override {
     running_.erase(id);
+    // What the intent's tool calls created (its sandbox) goes with it; an abandoned run keeps
+    // it for the resume.
+    if (outcome != IntentOutcome::abandoned) {
+      for (auto* s : tools_) {
+        asio::co_spawn(ex_, s->release(id), [id](std::exception_ptr e) {
+          if (e) spdlog::warn("intent {}: tool source cleanup failed", id);
+        });
+      }
+    }
     if (outcome != IntentOutcome::abandoned) {
       expiring_.emplace_back(std::chrono::steady_clock::now() + config_.intents.event_retention, id);
     }

@@ -547,6 +547,19 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     (*outs)[i] = co_await self->run_named(name, std::move(input), std::move(path), false);
   }
 
+  // A plan with a step for an agent that uses a sandbox: the sandbox is created while the
+  // planner's next model call and the earlier steps run.
+  void prewarm_for(const json& plan) {
+    if (!plan.contains("steps") || !plan["steps"].is_array()) return;
+    for (const auto& step : plan["steps"]) {
+      const auto* a = host_.config().agent(step.value("agent", ""));
+      if (a && a->sandbox) {
+        for (auto* src : host_.tool_sources()) src->prewarm(intent_.id);
+        return;
+      }
+    }
+  }
+
   std::string describe(const std::string& name) const {
     const auto& cfg = host_.config();
     if (const auto* a = cfg.agent(name)) return a->description.empty() ? a->instruction.substr(0, 200) : a->description;
@@ -635,6 +648,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
         if (!d) co_return d.error();
         plan = *d;
         emit(events::kPlan, {{"step", plan_path}, {"workflow", w.name}, {"round", round}, {"plan", plan}});
+        prewarm_for(plan);
         json data = {{"plan", plan}};
         if (!co_await record(plan_path, "plan", data)) co_return stopped_error();
       }
@@ -712,6 +726,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     filter.servers = a.servers;
     filter.globs = a.tools;
     filter.client_allows = allows_;
+    filter.sandbox = a.sandbox;
     for (auto* src : host_.tool_sources()) {
       for (auto& spec : src->list(filter)) {
         if (how.contains(spec.name)) continue;
@@ -871,8 +886,10 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
   }
 
   json usage_json() const {
-    return {{"prompt_tokens", tokens_in_}, {"completion_tokens", tokens_out_}, {"total_tokens", tokens_},
-            {"cost_usd", usd_}};
+    json u = {{"prompt_tokens", tokens_in_}, {"completion_tokens", tokens_out_}, {"total_tokens", tokens_},
+              {"cost_usd", usd_}};
+    if (sandbox_seconds_ > 0) u["sandbox_seconds"] = sandbox_seconds_;
+    return u;
   }
 
   void account(const json& usage, double cost, Budget& agent_spent) {
@@ -894,6 +911,11 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
   // budget error when one is exhausted.
   Outcome<std::optional<std::int64_t>> remaining(const Budget& agent_budget, const Budget& agent_spent) const {
     const auto& b = host_.config().intents.budget;
+    if ((b.sandbox_seconds > 0 && sandbox_seconds_ >= b.sandbox_seconds) ||
+        (agent_budget.sandbox_seconds > 0 && sandbox_seconds_ >= agent_budget.sandbox_seconds)) {
+      return Error{402, "the sandbox-time budget is spent: " + std::to_string(sandbox_seconds_) + " s used",
+                   "budget_exceeded", ""};
+    }
     if ((b.usd > 0 && usd_ >= b.usd) || (agent_budget.usd > 0 && agent_spent.usd >= agent_budget.usd)) {
       char buf[64];
       std::snprintf(buf, sizeof buf, "%.6f", usd_);
@@ -1097,6 +1119,13 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       ctx.on_progress = [weak, path, tool = call.name](const json& p) {
         if (auto s = weak.lock()) s->emit("tool.progress", {{"step", path}, {"tool", tool}, {"progress", p}});
       };
+      ctx.emit = [weak, path, tool = call.name](const char* type, json data) {
+        if (auto s = weak.lock()) {
+          data["step"] = path;
+          data["tool"] = tool;
+          s->emit(type, std::move(data));
+        }
+      };
       int asked = 0;
       ctx.ask = [weak, path, &asked](json question) -> asio::awaitable<json> {
         return elicit(weak, std::move(question), path + "/elicit" + std::to_string(++asked));
@@ -1113,6 +1142,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       if (timed_out) result = ToolResult::error(call.name + " took longer than intents.step_timeout and was cancelled");
     }
     if (self->cancel_->cancelled()) co_return;
+    self->sandbox_seconds_ += result.sandbox_seconds;
     std::string text = result.text();
     if (text.size() > kMaxToolText) text = text.substr(0, kMaxToolText) + "\n[truncated]";
     if (result.is_error && text.empty()) text = "error";
@@ -1315,6 +1345,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
   std::deque<std::string> outbox_;
   bool writing_ = false;
   std::int64_t tokens_ = 0;
+  double sandbox_seconds_ = 0;
   std::int64_t tokens_in_ = 0;
   std::int64_t tokens_out_ = 0;
   double usd_ = 0;

@@ -62,8 +62,10 @@ Config parse_config(const YAML::Node& root) {
       }
     }
   }
+  if (auto n = top.get("sandbox")) c.sandbox = sandbox::parse_config(*n, c.store.data_dir);
   {
     agent::ConfigContext ctx;
+    ctx.sandbox = c.sandbox.enabled;
     for (const auto& s : c.mcp.servers) ctx.mcp_servers.push_back(s.name);
     ctx.model_known = model_known;
     auto agents = top.get("agents");

@@ -27,6 +27,7 @@
 #include "agentd/core/runtime.hpp"
 #include "agentd/net/client.hpp"
 #include "agentd/net/server.hpp"
+#include "agentd/sandbox/manager.hpp"
 #include "agentd/store/blobs.hpp"
 #include "agentd/store/kv.hpp"
 #include "agentd/store/records.hpp"
@@ -59,10 +60,12 @@ struct Args {
   bool migrate_status = false;
 };
 
-asio::awaitable<void> shutdown_tail(agent::Engine& engine, mcp::Multiplexer& mux,
-                                   app::Ledger& ledger) {
+asio::awaitable<void> shutdown_tail(agent::Engine& engine, sandbox::Manager* sandboxes,
+                                   mcp::Multiplexer& mux, app::Ledger& ledger) {
   // Intents still running stay recorded as running: the next start resumes them.
   co_await engine.stop(std::chrono::seconds(1));
+  // Sandboxes of intents that will resume are killed too; the resumed run gets a new one.
+  if (sandboxes) co_await sandboxes->stop();
   co_await mux.stop();
   co_await ledger.drain(std::chrono::seconds(5));
 }
@@ -239,9 +242,31 @@ int run(const Args& args) {
   // The planner: intents run agents and workflows over the AI layer and the tool sources,
   // recording each step durably and publishing their events on the store's streams.
   auto mcp_tools = agent::make_mcp_tools(*mux);
+  // Sandboxes (when configured): local bubblewrap sandboxes or E2B's, one per intent.
+  std::unique_ptr<sandbox::Manager> sandboxes;
+  std::unique_ptr<agent::ToolSource> sandbox_tools;
+  if (config.sandbox.enabled) {
+    try {
+      auto backend = config.sandbox.backend == sandbox::BackendKind::e2b
+                         ? sandbox::make_e2b_backend(io.get_executor(), config.sandbox, *http_client, metrics)
+                         : sandbox::make_local_backend(io.get_executor(), config.sandbox, metrics);
+      sandboxes = sandbox::make_manager(io.get_executor(), config.sandbox, std::move(backend), metrics);
+    } catch (const std::exception& e) {
+      std::cerr << "agentd: sandbox: " << e.what() << "\n";
+      return 1;
+    }
+    sandbox_tools = agent::make_sandbox_tools(*sandboxes);
+    core::add_log_secret(config.sandbox.e2b.api_key);
+    api.add_readiness_check("sandbox", [&sandboxes]() -> api::ReadyState {
+      return {true, std::string(sandboxes->backend().name()) + ": " + std::to_string(sandboxes->alive()) +
+                        " sandbox(es) alive"};
+    });
+  }
+  std::vector<agent::ToolSource*> sources{mcp_tools.get()};
+  if (sandbox_tools) sources.push_back(sandbox_tools.get());
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
-  agent::Dependencies deps{*gateway, *records, kv->streams(), blobs.get(), {mcp_tools.get()},
+  agent::Dependencies deps{*gateway, *records, kv->streams(), blobs.get(), sources,
                            metrics, std::string(host) + ":" + std::to_string(::getpid()) + ":" +
                                         store::new_id().substr(0, 8),
                            nullptr};
@@ -272,6 +297,12 @@ int run(const Args& args) {
   std::cout.flush();
   spdlog::info("agentd {} started", AGENTD_VERSION);
   mux->start();
+  // Sandboxes a previous run left (after a crash) are killed before intents resume.
+  if (sandboxes) {
+    asio::co_spawn(io, sandboxes->cleanup_leftovers(), [](std::exception_ptr e) {
+      if (e) spdlog::error("sandbox: cleaning up leftovers failed");
+    });
+  }
   // What a previous run of this instance (or a dead one) left unfinished: resumed or failed.
   asio::co_spawn(io, engine->recover(), [](std::exception_ptr e) {
     if (e) spdlog::error("intents: recovery failed");
@@ -292,10 +323,11 @@ int run(const Args& args) {
           stopping = true;
           spdlog::info("signal {}: shutting down (grace {}ms)", sig,
                        config.server.shutdown_grace.count());
-          server->shutdown(config.server.shutdown_grace, [&io, &engine, &mux, &kv, &ledger] {
+          server->shutdown(config.server.shutdown_grace, [&io, &engine, &sandboxes, &mux, &kv, &ledger] {
             // Requests are drained: stop the planner, close the MCP servers (stdio children
             // end), write the queued spend and audit records, then stop.
-            asio::co_spawn(io, shutdown_tail(*engine, *mux, ledger), [&io, &kv](std::exception_ptr) {
+            asio::co_spawn(io, shutdown_tail(*engine, sandboxes.get(), *mux, ledger),
+                           [&io, &kv](std::exception_ptr) {
               kv->stop();
               io.stop();
             });

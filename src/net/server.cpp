@@ -462,7 +462,10 @@ class ServerImpl final : public HttpServer {
     auto& lowest = beast::get_lowest_layer(stream);
     http::response<http::empty_body> head{http::status::ok, 11};
     for (const auto& h : res.headers) head.insert(h.name, h.value);
-    head.set(http::field::content_type, "text/event-stream");
+    const bool raw = res.raw_stream;
+    if (!raw || !res.headers.get("content-type")) {
+      head.set(http::field::content_type, raw ? "application/octet-stream" : "text/event-stream");
+    }
     head.set(http::field::cache_control, "no-cache");
     head.set("x-accel-buffering", "no");
     head.set("x-request-id", req.request_id);
@@ -492,18 +495,24 @@ class ServerImpl final : public HttpServer {
       auto ev = co_await sse->next(config_.sse_keepalive);
       std::string text;
       if (ev) {
-        text = format_sse(*ev);
+        text = raw ? std::move(ev->data) : format_sse(*ev);
         // What is already queued (a producer pushes every event of one upstream read before
         // this runs) goes out in the same write: one send per read, not one per event.
         while (text.size() < kSseCoalesceBytes) {
           auto more = sse->try_next();
           if (!more) break;
-          text += format_sse(*more);
+          text += raw ? more->data : format_sse(*more);
         }
       } else if (sse->ended()) {
         break;
+      } else if (raw) {
+        continue;  // a raw body has no comment syntax: its producer sends its own keepalives
       } else {
         text = format_sse_comment("keepalive");
+      }
+      if (text.empty()) {  // raw: an empty piece would read as the last chunk
+        if (sse->ended()) break;
+        continue;
       }
       lowest.expires_after(config_.write_timeout);
       boost::system::error_code ec;

@@ -21,7 +21,8 @@ using std::chrono::milliseconds;
 struct Budget {
   std::int64_t tokens = 0;  // prompt + completion tokens over every model call of the intent
   double usd = 0;           // estimated cost (the AI layer's price table)
-  bool any() const noexcept { return tokens > 0 || usd > 0; }
+  double sandbox_seconds = 0;  // time commands ran in sandboxes
+  bool any() const noexcept { return tokens > 0 || usd > 0 || sandbox_seconds > 0; }
 };
 
 // One LLM-driven agent: a system instruction, a model, and the tools it may use.
@@ -41,6 +42,7 @@ struct AgentConfig {
   std::optional<std::int64_t> max_tokens;  // per model call
   json output_schema;          // JSON Schema of a structured answer; null: free text
   bool ask_user = false;       // may ask the user a question (input.required)
+  bool sandbox = false;        // may use a sandbox (sandbox__* tools; the client needs `sandbox`)
   bool parallel_tool_calls = true;
   Budget budget;  // per run of this agent; the intent's budget applies on top
 };
@@ -99,6 +101,7 @@ struct Config {
 struct ConfigContext {
   std::vector<std::string> mcp_servers;
   std::function<bool(const std::string&)> model_known;  // unset: every model accepted
+  bool sandbox = false;  // the sandbox section is configured
 };
 
 // Reads the three top-level sections (each may be absent). Throws ConfigError naming the key:

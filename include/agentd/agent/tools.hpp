@@ -30,6 +30,7 @@ struct ToolResult {
   json content = json::array();
   json structured;  // structuredContent, when the tool gave one
   bool is_error = false;
+  double sandbox_seconds = 0;  // sandbox time the call used (counted into the run's budget)
 
   static ToolResult error(std::string message);
   // The text the model gets: text blocks joined, other blocks summarized.
@@ -61,6 +62,9 @@ struct ToolContext {
   // A question for the user (an MCP elicitation's params: {message, requestedSchema}); returns
   // `{action: accept|decline|cancel, content?}`. Unset: the source declines.
   std::function<boost::asio::awaitable<json>(json question)> ask;
+  // Publishes an event of the source's own on the intent's stream (tool.output with streamed
+  // command output, sandbox.created, ...). May be unset.
+  std::function<void(const char* type, json data)> emit;
 };
 
 // Which tools an agent may use: MCP servers and name globs from its config, the client's scopes.
@@ -68,6 +72,7 @@ struct ToolFilter {
   std::vector<std::string> servers;  // "*" for all; empty: none
   std::vector<std::string> globs;    // over tool names; empty: all of the servers
   std::function<bool(const std::string& scope)> client_allows;  // unset: everything
+  bool sandbox = false;              // the agent may use a sandbox (and the client has `sandbox`)
 };
 
 class ToolSource {
@@ -78,6 +83,10 @@ class ToolSource {
   virtual bool owns(const std::string& name) const = 0;
   virtual boost::asio::awaitable<ToolResult> call(const std::string& name, json arguments,
                                                   ToolContext ctx) = 0;
+  // The owner (an intent) ended: free what its calls created (sandboxes).
+  virtual boost::asio::awaitable<void> release(std::string /*owner*/) { co_return; }
+  // The owner's plan will need this source: get ready (create its sandbox) in the background.
+  virtual void prewarm(const std::string& /*owner*/) {}
 };
 
 }  // namespace agentd::agent
@@ -85,9 +94,15 @@ class ToolSource {
 namespace agentd::mcp {
 class Multiplexer;
 }
+namespace agentd::sandbox {
+class Manager;
+}
 
 namespace agentd::agent {
 // The MCP catalog as a tool source: namespaced names, the multiplexer's policy, limits,
 // elicitation relayed to `ask`, progress to `on_progress`.
 std::unique_ptr<ToolSource> make_mcp_tools(mcp::Multiplexer& mux);
+// Sandboxes as tools (sandbox__exec, __write_file, __read_file, __list_files, __desktop), one
+// sandbox per intent, for agents with `sandbox: true` and clients with the `sandbox` scope.
+std::unique_ptr<ToolSource> make_sandbox_tools(sandbox::Manager& manager);
 }  // namespace agentd::agent

@@ -11,6 +11,7 @@
 #include "agentd/core/config.hpp"
 #include "agentd/core/log.hpp"
 #include "agentd/mcp/config.hpp"
+#include "agentd/sandbox/config.hpp"
 #include "agentd/net/client.hpp"
 #include "agentd/store/blobs.hpp"
 #include "agentd/store/kv.hpp"
@@ -35,6 +36,7 @@ struct Config {
   ai::Config ai;
   mcp::Config mcp;
   agent::Config agent;  // the agents, workflows and intents sections
+  sandbox::Config sandbox;
 };
 
 // The shipped config/agentd.yaml, compiled in: what agentd runs on without -c.

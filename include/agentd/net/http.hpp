@@ -64,6 +64,9 @@ struct Response {
   Headers headers;
   std::string body;
   SseProducer sse;    // set: the response is an event stream and `body` is ignored
+  // With `sse`: each event's `data` is written as is (no SSE framing, no keepalive comments)
+  // under the Content-Type set in `headers` — a streamed body in another framing (Connect).
+  bool raw_stream = false;
   std::string route;  // route pattern for metrics; empty for requests no route matched
   bool close = false; // close the connection after this response
 
