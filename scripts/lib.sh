@@ -4,7 +4,7 @@
 AGENTD_BUILD_PKGS=(cmake g++ ninja-build ccache pkg-config libboost1.81-all-dev nlohmann-json3-dev
   libspdlog-dev libssl-dev libyaml-cpp-dev libsqlite3-dev libhiredis-dev libpqxx-dev zlib1g-dev)
 AGENTD_TEST_PKGS=(libgtest-dev libgmock-dev redis-server postgresql clang libclang-rt-14-dev
-  systemd docker-compose openssl curl)
+  systemd docker-compose openssl curl bubblewrap python3 procps)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
