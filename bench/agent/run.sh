@@ -110,6 +110,7 @@ ai:
   models:
     - { name: bench-model, targets: [fake/gpt-4o-mini] }
   retry: { attempts: 1 }
+  cache: { enabled: false }  # every model call reaches fake_llm, as the SDK's do
 mcp:
   servers:
     - { name: everything, transport: stdio, command: node, args: ["$everything", stdio] }
