@@ -17,11 +17,11 @@ const n = Number(args.n ?? 1000);
 const steps = Number(args.steps ?? 3);
 const expected = `done after ${steps} tool steps`;
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
-const run = `${process.pid}-${Date.now()}`;  // no two rounds send the same conversation
+const nonce = `${process.pid}-${Date.now()}`;  // no two rounds send the same conversation
 
 function one(i) {
   return new Promise((resolve) => {
-    const body = JSON.stringify({ intent: `bench intent ${run}.${i}: echo three times, then answer`, agent: args.agent });
+    const body = JSON.stringify({ intent: `bench intent ${nonce}.${i}: echo three times, then answer`, agent: args.agent });
     const started = process.hrtime.bigint();
     const done = (error, extra = {}) =>
       resolve({ error, ms: Number(process.hrtime.bigint() - started) / 1e6, ...extra });

@@ -21,7 +21,7 @@ const n = Number(args.n ?? 1000);
 const steps = Number(args.steps ?? 3);
 const stream = args.stream === '1';
 const expected = `done after ${steps} tool steps`;
-const run = `${process.pid}-${Date.now()}`;  // as load.mjs does
+const nonce = `${process.pid}-${Date.now()}`;  // as load.mjs does
 
 // fake_llm has Chat Completions only; no traces leave this machine (nothing to send them to).
 setDefaultOpenAIClient(new OpenAI({ apiKey: args.key, baseURL: `${args.llm}/v1`, maxRetries: 0 }));
@@ -38,7 +38,7 @@ const agent = new Agent({
 });
 
 async function one(i) {
-  const input = `bench intent ${run}.${i}: echo three times, then answer`;
+  const input = `bench intent ${nonce}.${i}: echo three times, then answer`;
   const started = process.hrtime.bigint();
   try {
     let result;
