@@ -31,6 +31,8 @@ root=$(cd "$here/../.." && pwd)
 cd "$root"
 # shellcheck source=../../scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=../lib.sh
+source bench/lib.sh
 
 secs=${BENCH_SECONDS:-12}
 warmup=2
@@ -48,17 +50,8 @@ command -v sqlite3 >/dev/null || install_pkgs sqlite3  # counts agentd's audit r
 install_npm "$root/tests/interop"
 install_npm "$here"
 everything=$root/tests/interop/node_modules/@modelcontextprotocol/server-everything/dist/index.js
-if [ -n "${AGENTD_BIN:-}" ]; then
-  bin=$(realpath "$AGENTD_BIN")
-  provenance="binary $bin"
-else
-  cmake --preset release >/dev/null
-  cmake --build build/release -j2 --target agentd
-  bin=$root/build/release/src/agentd
-  provenance="commit $(git rev-parse --short HEAD)"
-  [ -n "$(git status --porcelain -- src include CMakeLists.txt)" ] &&
-    provenance+=" + uncommitted changes under src/ include/"
-fi
+bin='' provenance=''  # set by agentd_binary
+agentd_binary
 
 tmp=$(mktemp -d)
 pids=()
@@ -92,12 +85,6 @@ wait_http() {  # wait_http NAME URL EXPECT LOG: until URL answers (with EXPECT i
   echo "$1 did not start ($2):"
   cat "$4"
   exit 1
-}
-tree() {  # tree PID: PID and all its descendants
-  local p
-  echo "$1"
-  # shellcheck disable=SC2013 # the file holds pids separated by spaces
-  for p in $(cat "/proc/$1/task/"*/children 2>/dev/null); do tree "$p"; done
 }
 start() {  # start NAME: a fresh server on a new port; sets NAME_port and NAME_pid
   case $1 in
@@ -149,7 +136,7 @@ start() {  # start NAME: a fresh server on a new port; sets NAME_port and NAME_p
 }
 stop() {  # stop NAME: SIGTERM to the server and its children, then wait until all are gone
   local var=${1}_pid p _ procs alive
-  procs=$(tree "${!var}")
+  procs=$(proc_tree "${!var}")
   for p in $procs; do kill -TERM "$p" 2>/dev/null || true; done
   wait "${!var}" 2>/dev/null || true
   for _ in $(seq 100); do
@@ -183,7 +170,6 @@ target() {
     supergateway) url=http://127.0.0.1:$supergateway_port/mcp pid=$supergateway_pid ;;
   esac
 }
-kv() { awk -F= -v k="$1" '$1==k {print substr($0, length(k) + 2)}' <<<"$2"; }
 
 # ---- sanity: every path answers the echo ----------------------------------------------------
 # (agentd's first calls also wait here until its stdio child is up.)
@@ -266,7 +252,7 @@ pin() {  # pin on|off: every server process and its children on CPU 0, the load 
   local p cpus="0-$(($(nproc) - 1))"
   [ "$pinning" = 1 ] || return 0
   [ "$1" = on ] && cpus=0
-  for p in $(for q in "$direct_pid" "$agentd_pid" "$proxy_pid" "$supergateway_pid"; do tree "$q"; done); do
+  for p in $(for q in "$direct_pid" "$agentd_pid" "$proxy_pid" "$supergateway_pid"; do proc_tree "$q"; done); do
     taskset -a -p -c "$cpus" "$p" >/dev/null 2>&1 || true
   done
   client_cpu=()
@@ -290,14 +276,8 @@ settle() {  # settle PID: wait (up to 60 s) until the process tree stops using C
   done
   echo "$waited"
 }
-tree_ticks() {  # user+system clock ticks of PID and its descendants
-  local total=0 p t
-  for p in $(tree "$1"); do
-    t=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null) || t=0
-    total=$((total + ${t:-0}))
-  done
-  echo "$total"
-}
+# shellcheck disable=SC2046 # one pid a word
+tree_ticks() { proc_ticks $(proc_tree "$1"); }  # user+system clock ticks of PID and its descendants
 
 load_run() {  # load_run NAME KEY CONNS
   local name=$1 key=$2 conns=$3 out k calls rows0=0 dropped0=0
@@ -367,7 +347,7 @@ sessions_run() {  # sessions_run NAME N [--with-connections]: on a freshly start
 }
 
 versions="Node $(node --version), server-everything $(node -p "require('$root/tests/interop/node_modules/@modelcontextprotocol/server-everything/package.json').version"), mcp-proxy $(node -p "require('$root/tests/interop/node_modules/mcp-proxy/package.json').version"), supergateway $(node -p "require('$here/node_modules/supergateway/package.json').version")"
-machine="$(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
+machine=$(machine_description)
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'); $machine"
 echo "== agentd: $provenance; $versions; ${secs}s measured + ${warmup}s warm-up per run"
 echo "== load average at the start: $load_start (now $(cut -d' ' -f1-3 /proc/loadavg))"

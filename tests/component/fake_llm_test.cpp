@@ -158,6 +158,122 @@ TEST(FakeLlm, CutStreamClosesWithoutDone) {
   EXPECT_EQ(body.find("[DONE]"), std::string::npos) << body;
 }
 
+// A conversation of the policy's shape: the user's message, then `results` tool rounds.
+std::string policy_body(int results, bool stream, const json& tools) {
+  json messages = json::array({{{"role", "user"}, {"content", "go"}}});
+  for (int i = 1; i <= results; ++i) {
+    std::string id = "call_" + std::to_string(i);
+    json call = {
+        {"id", id}, {"type", "function"}, {"function", {{"name", "x"}, {"arguments", "{}"}}}};
+    messages.push_back(
+        {{"role", "assistant"}, {"content", nullptr}, {"tool_calls", json::array({call})}});
+    messages.push_back({{"role", "tool"}, {"tool_call_id", id}, {"content", "ok"}});
+  }
+  json body = {
+      {"model", "gpt-4o-mini"}, {"stream", stream}, {"messages", messages}, {"tools", tools}};
+  if (stream) body["stream_options"] = {{"include_usage", true}};
+  return body.dump();
+}
+
+// An OpenAI stream put back together: content, the first tool call, finish_reason, usage.
+json assemble(const std::string& sse) {
+  json out = {{"content", ""},     {"name", ""},       {"arguments", ""},
+              {"finish", nullptr}, {"usage", nullptr}, {"done", false}};
+  std::size_t at = 0;
+  while ((at = sse.find("data: ", at)) != std::string::npos) {
+    auto end = sse.find('\n', at);
+    std::string data = sse.substr(at + 6, end - at - 6);
+    at = end;
+    if (data == "[DONE]") {
+      out["done"] = true;
+      continue;
+    }
+    auto chunk = json::parse(data);
+    if (!chunk["usage"].is_null()) out["usage"] = chunk["usage"];
+    for (const auto& c : chunk["choices"]) {
+      const auto& d = c["delta"];
+      if (d.contains("content") && d["content"].is_string()) {
+        out["content"] = out["content"].get<std::string>() + d["content"].get<std::string>();
+      }
+      if (d.contains("tool_calls")) {
+        const auto& f = d["tool_calls"][0]["function"];
+        if (f.contains("name")) out["name"] = f["name"];
+        out["arguments"] = out["arguments"].get<std::string>() + f.value("arguments", "");
+      }
+      if (!c["finish_reason"].is_null()) out["finish"] = c["finish_reason"];
+    }
+  }
+  return out;
+}
+
+TEST(FakeLlm, PolicyAnswersEachConversationByItsShape) {
+  FakeLlm fake;
+  auto set = request(fake.port(), "POST", "/_fake/policy", {},
+                     R"({"tool_steps":2,"tool":"echo","delay_ms":30,"record":false})");
+  ASSERT_TRUE(set);
+  ASSERT_EQ(set->status, 200) << set->body;
+  json tools = json::array({{{"type", "function"}, {"function", {{"name", "everything__add"}}}},
+                            {{"type", "function"}, {"function", {{"name", "everything__echo"}}}}});
+
+  // Non-streaming, no tool result yet: a call of the offered namespaced tool, after the delay.
+  auto started = std::chrono::steady_clock::now();
+  auto r0 =
+      request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, policy_body(0, false, tools));
+  EXPECT_GE(std::chrono::steady_clock::now() - started, 30ms);
+  ASSERT_TRUE(r0);
+  ASSERT_EQ(r0->status, 200) << r0->body;
+  auto c0 = json::parse(r0->body)["choices"][0];
+  EXPECT_EQ(c0["finish_reason"], "tool_calls");
+  const auto& f0 = c0["message"]["tool_calls"][0]["function"];
+  EXPECT_EQ(f0["name"], "everything__echo");
+  EXPECT_EQ(json::parse(f0["arguments"].get<std::string>()), json({{"message", "step 1"}}));
+
+  // Streaming, one result: the second call as chunks, with the usage chunk; no tool offered,
+  // so the name as given.
+  auto r1 = request(fake.port(), "POST", "/v1/chat/completions", kOpenAi,
+                    policy_body(1, true, json::array()));
+  ASSERT_TRUE(r1);
+  ASSERT_EQ(r1->status, 200);
+  auto s1 = assemble(r1->body);
+  EXPECT_EQ(s1["name"], "echo") << r1->body;
+  EXPECT_EQ(json::parse(s1["arguments"].get<std::string>()), json({{"message", "step 2"}}));
+  EXPECT_EQ(s1["finish"], "tool_calls");
+  EXPECT_TRUE(s1["usage"].is_object()) << r1->body;
+  EXPECT_TRUE(s1["done"].get<bool>());
+
+  // Two results and more: the final answer, streamed and not.
+  auto r2 =
+      request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, policy_body(2, true, tools));
+  ASSERT_TRUE(r2);
+  auto s2 = assemble(r2->body);
+  EXPECT_EQ(s2["content"], "done after 2 tool steps") << r2->body;
+  EXPECT_EQ(s2["finish"], "stop");
+  auto r3 =
+      request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, policy_body(3, false, tools));
+  ASSERT_TRUE(r3);
+  EXPECT_EQ(json::parse(r3->body)["choices"][0]["message"]["content"], "done after 3 tool steps");
+  EXPECT_EQ(fake.count(), 0u);  // record: false
+
+  // A scripted action still goes first; with the policy off the default echo is back.
+  fake.script(Action::reply("scripted"));
+  auto r4 =
+      request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, policy_body(0, false, tools));
+  ASSERT_TRUE(r4);
+  EXPECT_EQ(json::parse(r4->body)["choices"][0]["message"]["content"], "scripted");
+  auto off = request(fake.port(), "POST", "/_fake/policy", {}, R"({"off":true})");
+  ASSERT_TRUE(off);
+  EXPECT_EQ(off->status, 200);
+  auto r5 = request(fake.port(), "POST", "/v1/chat/completions", kOpenAi, chat_body("m", "hi"));
+  ASSERT_TRUE(r5);
+  EXPECT_EQ(json::parse(r5->body)["choices"][0]["message"]["content"], "echo: hi");
+  EXPECT_EQ(fake.count(), 1u);  // recorded again
+
+  auto bad = request(fake.port(), "POST", "/_fake/policy", {}, R"({"steps":3})");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(bad->body.find("policy.steps"), std::string::npos) << bad->body;
+}
+
 TEST(FakeLlm, StopsPromptlyWithAHangingRequest) {
   auto fake = std::make_unique<FakeLlm>();
   fake->script(Action::hanging());

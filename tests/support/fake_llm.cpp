@@ -88,6 +88,11 @@ int get_int(const json& j, const std::string& where, int min) {
   return static_cast<int>(v);
 }
 
+bool get_bool(const json& j, const std::string& where) {
+  if (!j.is_boolean()) bad(where, "expected a boolean");
+  return j.get<bool>();
+}
+
 }  // namespace
 
 Action parse_action(const json& j) {
@@ -105,10 +110,7 @@ Action parse_action(const json& j) {
     a.chunk_delay = milliseconds(get_int(j["chunk_delay_ms"], "action.chunk_delay_ms", 0));
   }
   if (j.contains("cut_after")) a.cut_after = get_int(j["cut_after"], "action.cut_after", 0);
-  if (j.contains("hang")) {
-    if (!j["hang"].is_boolean()) bad("action.hang", "expected a boolean");
-    a.hang = j["hang"].get<bool>();
-  }
+  if (j.contains("hang")) a.hang = get_bool(j["hang"], "action.hang");
   if (j.contains("tool_calls")) {
     const auto& calls = j["tool_calls"];
     if (!calls.is_array()) bad("action.tool_calls", "expected an array");
@@ -138,10 +140,7 @@ Action parse_action(const json& j) {
     if (e.contains("retry_after")) {
       err.retry_after_s = get_int(e["retry_after"], "action.error.retry_after", 0);
     }
-    if (e.contains("in_stream")) {
-      if (!e["in_stream"].is_boolean()) bad("action.error.in_stream", "expected a boolean");
-      err.in_stream = e["in_stream"].get<bool>();
-    }
+    if (e.contains("in_stream")) err.in_stream = get_bool(e["in_stream"], "action.error.in_stream");
     a.error = std::move(err);
   }
   if (j.contains("usage")) {
@@ -164,6 +163,50 @@ Action parse_action(const json& j) {
     }
     a.usage = usage;
   }
+  return a;
+}
+
+ToolLoopPolicy parse_policy(const json& j) {
+  only_keys(j, "policy", {"tool_steps", "tool", "delay_ms", "record"});
+  ToolLoopPolicy p;
+  if (j.contains("tool_steps")) p.tool_steps = get_int(j["tool_steps"], "policy.tool_steps", 0);
+  if (j.contains("tool")) p.tool = get_string(j["tool"], "policy.tool");
+  if (p.tool.empty()) bad("policy.tool", "must not be empty");
+  if (j.contains("delay_ms")) p.delay = milliseconds(get_int(j["delay_ms"], "policy.delay_ms", 0));
+  if (j.contains("record")) p.record = get_bool(j["record"], "policy.record");
+  return p;
+}
+
+Action policy_action(const ToolLoopPolicy& policy, const json& body) {
+  int results = 0;
+  if (auto m = body.find("messages"); m != body.end() && m->is_array()) {
+    for (const auto& msg : *m) {
+      if (msg.is_object() && msg.value("role", "") == "tool") ++results;
+    }
+  }
+  Action a;
+  a.delay = policy.delay;
+  if (results >= policy.tool_steps) {
+    a.text = "done after " + std::to_string(results) + " tool steps";
+    return a;
+  }
+  std::string name = policy.tool;
+  const std::string suffix = "__" + policy.tool;
+  if (auto t = body.find("tools"); t != body.end() && t->is_array()) {
+    for (const auto& tool : *t) {
+      if (!tool.is_object() || !tool.contains("function") || !tool["function"].is_object())
+        continue;
+      std::string offered = tool["function"].value("name", "");
+      if (offered == policy.tool ||
+          (offered.size() > suffix.size() &&
+           offered.compare(offered.size() - suffix.size(), suffix.size(), suffix) == 0)) {
+        name = offered;
+        break;
+      }
+    }
+  }
+  json args = {{"message", "step " + std::to_string(results + 1)}};
+  a.tool_calls.push_back({name, args.dump(), ""});
   return a;
 }
 
@@ -1056,6 +1099,7 @@ struct FakeLlm::Impl {
   std::deque<Action> queue;
   std::set<std::string> down;
   std::vector<RecordedRequest> recorded;
+  std::optional<ToolLoopPolicy> policy;
   std::atomic<std::uint64_t> seq{0};
 
   // Destroyed first (reverse order): the server, then the loop with any coroutine frames left,
@@ -1094,6 +1138,7 @@ void FakeLlm::Impl::start() {
   config.listeners = {{"127.0.0.1", options.port, false}};
   config.access_log = false;
   config.max_body_bytes = 64 * 1024 * 1024;
+  config.max_connections = 16384;  // a benchmark's thousands of concurrent conversations
   config.handler_timeout = std::chrono::hours(24);  // a hanging action hangs
   config.sse_max_queued = 1 << 16;
   // Providers send no SSE comments: a stalled stream must look stalled to the client.
@@ -1116,7 +1161,12 @@ void FakeLlm::Impl::stop() {
 
 asio::awaitable<Response> FakeLlm::Impl::handle(Request& req) {
   if (starts_with(req.path, "/_fake/")) co_return control(req);
-  record(req);
+  bool keep = true;
+  {
+    std::lock_guard lock(mu);
+    keep = !policy || policy->record;
+  }
+  if (keep) record(req);
   co_return co_await provider(req);
 }
 
@@ -1135,13 +1185,35 @@ Response FakeLlm::Impl::control(const Request& req) {
     queue.clear();
     down.clear();
     recorded.clear();
+    policy.reset();
     return Response::json(200, {{"ok", true}});
   }
-  if (req.method != "POST" || (req.path != "/_fake/script" && req.path != "/_fake/down")) {
+  if (req.method != "POST" ||
+      (req.path != "/_fake/script" && req.path != "/_fake/down" && req.path != "/_fake/policy")) {
     return fail(404, "no control route " + req.method + " " + req.path);
   }
   auto body = json::parse(req.body, nullptr, false);
   if (body.is_discarded()) return fail(400, "body is not valid JSON");
+  if (req.path == "/_fake/policy") {
+    if (body.is_null() || (body.is_object() && body.value("off", false))) {
+      std::lock_guard lock(mu);
+      policy.reset();
+      return Response::json(200, {{"policy", nullptr}});
+    }
+    ToolLoopPolicy p;
+    try {
+      p = parse_policy(body);
+    } catch (const std::invalid_argument& e) {
+      return fail(400, e.what());
+    }
+    std::lock_guard lock(mu);
+    policy = p;
+    return Response::json(200, {{"policy",
+                                 {{"tool_steps", p.tool_steps},
+                                  {"tool", p.tool},
+                                  {"delay_ms", p.delay.count()},
+                                  {"record", p.record}}}});
+  }
   if (req.path == "/_fake/down") {
     if (!body.is_object() || !body.contains("models") || !body["models"].is_array()) {
       return fail(400, "expected {\"models\": [...]}");
@@ -1264,6 +1336,8 @@ asio::awaitable<Response> FakeLlm::Impl::provider(Request& req) {
     if (!queue.empty()) {
       action = std::move(queue.front());
       queue.pop_front();
+    } else if (policy && route.kind == Kind::chat && p == Provider::openai) {
+      action = policy_action(*policy, body);
     }
   }
   if (action && action->hang) {
@@ -1522,6 +1596,11 @@ void FakeLlm::set_api_key(std::string key) {
   impl_->api_key = std::move(key);
 }
 
+void FakeLlm::set_policy(std::optional<ToolLoopPolicy> policy) {
+  std::lock_guard lock(impl_->mu);
+  impl_->policy = std::move(policy);
+}
+
 std::vector<RecordedRequest> FakeLlm::requests() const {
   std::lock_guard lock(impl_->mu);
   return impl_->recorded;
@@ -1537,6 +1616,7 @@ void FakeLlm::reset() {
   impl_->queue.clear();
   impl_->down.clear();
   impl_->recorded.clear();
+  impl_->policy.reset();
 }
 
 }  // namespace agentd::test

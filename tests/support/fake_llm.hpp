@@ -25,8 +25,8 @@ namespace agentd::test {
 //                   content_block_start/delta/stop..., message_delta, message_stop)
 //   Gemini     POST /v1beta/models/{model}:generateContent,
 //              POST /v1beta/models/{model}:streamGenerateContent?alt=sse (also under /v1/)
-//   Control    POST /_fake/script, POST /_fake/down, GET /_fake/requests, POST /_fake/reset
-//              (no API key; never recorded, never consume an action)
+//   Control    POST /_fake/script, POST /_fake/down, GET /_fake/requests, POST /_fake/reset,
+//              POST /_fake/policy (no API key; never recorded, never consume an action)
 //
 // Keys: OpenAI routes take `Authorization: Bearer K` (or Azure's `api-key: K`); Anthropic takes
 // `x-api-key: K` or `Authorization: Bearer K` (the 1.x SDK sends the latter); Gemini takes
@@ -79,7 +79,20 @@ namespace agentd::test {
 // POST /_fake/down {"models": ["m1", ...]} replaces the down set.
 // GET /_fake/requests → [{"method","path","query","headers":{lower-case name: value},
 //                         "body","json" (parsed body or null),"time_ms"}]
-// POST /_fake/reset clears the queue, the down set and the recording.
+// POST /_fake/reset clears the queue, the down set, the recording and the policy.
+//
+// Policy: a stateless answer for many concurrent conversations, where one FIFO queue cannot say
+// which conversation an action is for. Used when the queue is empty, on OpenAI chat completions
+// only (other routes keep the default answer). Each request is answered from its own messages:
+// while it holds fewer than `tool_steps` tool results (`role: "tool"` messages), one call of
+// `tool` with {"message": "step K"} (K = results + 1); then the text "done after N tool steps".
+// The call names the offered tool (the request's `tools`) called `tool` or ending in `__<tool>`
+// (an MCP gateway's namespaced name), else `tool` as given.
+// POST /_fake/policy {"tool_steps": 3, "tool": "echo", "delay_ms": 0, "record": true}
+//   (every key optional, these are the defaults; unknown keys are rejected with 400);
+//   `delay_ms` before each answer, as a model's latency; `record: false` keeps the requests
+//   it answers out of the recording (a long benchmark would otherwise grow it without end).
+// POST /_fake/policy {"off": true} (or null) turns it off.
 
 struct FakeToolCall {
   std::string name;
@@ -124,6 +137,19 @@ struct Action {
 // Parses one action object (the JSON above); throws std::invalid_argument naming the key.
 Action parse_action(const nlohmann::json& j);
 
+struct ToolLoopPolicy {
+  int tool_steps = 3;
+  std::string tool = "echo";
+  std::chrono::milliseconds delay{0};
+  bool record = true;
+};
+
+// Parses a policy object (the JSON above, without "off"); throws std::invalid_argument.
+ToolLoopPolicy parse_policy(const nlohmann::json& j);
+
+// The action the policy takes for one OpenAI chat completions request body.
+Action policy_action(const ToolLoopPolicy& policy, const nlohmann::json& body);
+
 struct RecordedRequest {
   std::string method;
   std::string path;                                          // percent-decoded, without the query
@@ -158,10 +184,11 @@ class FakeLlm {
   std::size_t pending() const;  // actions not consumed yet
   void set_down(std::set<std::string> models);
   void set_api_key(std::string key);
+  void set_policy(std::optional<ToolLoopPolicy> policy);  // nullopt: off
 
   std::vector<RecordedRequest> requests() const;  // snapshot, oldest first
   std::size_t count() const;
-  void reset();  // queue, down set and recording
+  void reset();  // queue, down set, recording and policy
 
  private:
   struct Impl;
