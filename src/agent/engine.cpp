@@ -377,6 +377,12 @@ class EngineImpl final : public Engine, public RunHost {
     for (const auto& id : left) {
       (void)co_await deps_.records.claim_intent(id, deps_.instance, store::now_ms());
     }
+    // The abandoned runs stop at their next step: give them a moment to do so.
+    auto settle = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!running_.empty() && std::chrono::steady_clock::now() < settle) {
+      t.expires_after(std::chrono::milliseconds(20));
+      co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
     if (!running_.empty()) {
       spdlog::info("intents: {} still running at shutdown; they resume at the next start", running_.size());
     }

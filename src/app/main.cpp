@@ -342,6 +342,9 @@ int run(const Args& args) {
   signals.async_wait(on_signal);
 
   io.run();
+  // Database calls still on the pool (a recovery sweep, an abandoned run's step) finish before
+  // the records they use are destroyed.
+  blocking.stop();
   spdlog::info("agentd stopped");
   spdlog::default_logger()->flush();
   return 0;

@@ -48,7 +48,7 @@ std::string readable_file() {
 TEST(ConfigNode, UnknownKeysAreRejectedWithPathAndHint) {
   EXPECT_EQ(error_of("server:\n  lisen: 127.0.0.1:1\n"),
             "server.lisen: unknown key (did you mean \"listen\"?)");
-  EXPECT_EQ(error_of("sandbox:\n  backend: local\n"), "sandbox: unknown key");  // not built yet
+  EXPECT_EQ(error_of("apigw:\n  services: []\n"), "apigw: unknown key");  // not built yet
   EXPECT_EQ(error_of("ai:\n  provders: []\n"), "ai.provders: unknown key (did you mean \"providers\"?)");
   EXPECT_EQ(error_of("server:\n  limits:\n    bogus_key: 1\n"), "server.limits.bogus_key: unknown key");
 }
