@@ -1,6 +1,7 @@
-// The multiplexer against real MCP servers from npm (server-everything, server-memory) and a
-// scriptable SDK-built server (tests/interop/mcp_test_server.mjs): catalog, calls, progress,
-// deadlines, cancellation, crashes and restarts, list_changed, lazy and failing servers.
+// The multiplexer against real MCP servers from npm (server-everything, server-memory,
+// server-filesystem) and a scriptable SDK-built server (tests/interop/mcp_test_server.mjs):
+// catalog, calls, progress, deadlines, cancellation, crashes and restarts, list_changed, roots,
+// lazy and failing servers.
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -284,6 +286,57 @@ asio::awaitable<bool> wait_tool(mcp::Multiplexer& m, std::string tool) {
     co_await sleep_for(50ms);
   }
   co_return false;
+}
+
+// server-filesystem started with no directory of its own: it asks agentd for roots/list after
+// initialize and may only touch what the configured roots name. Writes and reads inside work;
+// a path outside, a `..` escape and a symlink out of the root are refused by the server.
+asio::awaitable<std::string> filesystem_round(mcp::Multiplexer& m, std::string dir) {
+  if (!co_await wait_state(m, "fs", "ready")) co_return "not ready: " + std::string("fs");
+  if (!co_await wait_tool(m, "fs__list_allowed_directories")) co_return std::string("no tools");
+  // The server takes its roots from agentd after `initialized`: wait until it has them.
+  std::string allowed;
+  for (int i = 0; i < 100 && allowed.find(dir) == std::string::npos; ++i) {
+    allowed = text_of(co_await m.call_tool("fs__list_allowed_directories", json::object(),
+                                           mcp::ToolCall(), nullptr));
+    if (allowed.find(dir) == std::string::npos) co_await sleep_for(100ms);
+  }
+  if (allowed.find(dir) == std::string::npos) co_return "roots never applied: " + allowed;
+  std::string r;
+  json write = {{"path", dir + "/note.txt"}, {"content", "written through agentd"}};
+  auto wrote = co_await m.call_tool("fs__write_file", std::move(write), mcp::ToolCall(), nullptr);
+  r += (wrote && !wrote->value("isError", false) ? "wrote" : "write failed: " + text_of(wrote)) + "\n";
+  r += text_of(co_await m.call_tool("fs__read_text_file", args("path", dir + "/note.txt"),
+                                    mcp::ToolCall(), nullptr)) + "\n";
+  auto denied = [](const mcp::RpcResult<json>& res) {
+    return res && res->value("isError", false) ? "denied" : "NOT denied: " + text_of(res);
+  };
+  r += std::string("outside ") + denied(co_await m.call_tool("fs__read_text_file",
+                                                             args("path", "/etc/hostname"),
+                                                             mcp::ToolCall(), nullptr)) + "\n";
+  r += std::string("dotdot ") + denied(co_await m.call_tool("fs__read_text_file",
+                                                            args("path", dir + "/../../etc/hostname"),
+                                                            mcp::ToolCall(), nullptr)) + "\n";
+  r += std::string("symlink ") + denied(co_await m.call_tool("fs__read_text_file",
+                                                             args("path", dir + "/escape/hostname"),
+                                                             mcp::ToolCall(), nullptr));
+  co_return r;
+}
+
+TEST(McpMux, FilesystemServerWorksInsideTheConfiguredRootsOnly) {
+  auto dir = std::filesystem::canonical(make_temp_dir("agentd-mcp-fs-")).string();
+  std::filesystem::create_directory_symlink("/etc", dir + "/escape");
+  mcp::Config c;
+  auto fs = node_server(
+      "fs", {kInterop + "/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"});
+  fs.roots = {"file://" + dir};
+  c.servers = {fs};
+  auto out = run(c, [dir](mcp::Multiplexer& m) { return filesystem_round(m, dir); });
+  EXPECT_EQ(out, "wrote\nwritten through agentd\noutside denied\ndotdot denied\nsymlink denied") << out;
+  std::ifstream in(dir + "/note.txt");
+  std::string on_disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(on_disk, "written through agentd");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(McpMux, ResourcesAndPromptsOfARealServerAreListedReadAndRouted) {
