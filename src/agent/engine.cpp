@@ -37,6 +37,21 @@ Error bad(std::string message, std::string param = {}, std::string code = "inval
   return Error{400, std::move(message), std::move(code), std::move(param)};
 }
 
+// A durable-record call that failed, as the API answers it: the store down or too slow
+// (unavailable: the records fail fast while the database is unreachable; timeout) is a 503 the
+// client may retry (the API adds Retry-After); anything else is a 500.
+Error store_error(const boost::system::error_code& ec, std::string_view backend,
+                  std::string_view what) {
+  if (ec == make_error_code(Errc::unavailable) || ec == make_error_code(Errc::timeout)) {
+    return Error{503,
+                 std::string(what) + ": the durable store (" + std::string(backend) + ") is " +
+                     (ec == make_error_code(Errc::timeout) ? "too slow" : "unavailable") +
+                     "; try again later",
+                 "store_unavailable", ""};
+  }
+  return Error{500, std::string(what) + ": " + ec.message(), "store_error", ""};
+}
+
 bool valid_session_id(const std::string& s) {
   if (s.empty() || s.size() > 128) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -168,6 +183,9 @@ class EngineImpl final : public Engine, public RunHost {
       if (s && s->client != req.client) {
         co_return Error{403, "session \"" + session + "\" belongs to another client", "forbidden_session", "session_id"};
       }
+      if (!s && s.error() != make_error_code(Errc::not_found)) {
+        co_return store_error(s.error(), deps_.records.backend(), "cannot read the session");
+      }
     }
     store::Intent intent;
     intent.client = req.client;
@@ -184,8 +202,7 @@ class EngineImpl final : public Engine, public RunHost {
     intent.lease_until = store::now_ms() + config_.intents.lease.count();
     auto created = co_await deps_.records.create_intent(std::move(intent));
     if (!created) {
-      co_return Error{503, "the durable store cannot record the intent (" + created.error().message() +
-                               "); try again later", "store_unavailable", ""};
+      co_return store_error(created.error(), deps_.records.backend(), "cannot record the intent");
     }
     started_.inc();
     auto run = make_run(*this, ex_, *created, req.allows, req.request_id, false);
@@ -200,7 +217,7 @@ class EngineImpl final : public Engine, public RunHost {
     auto r = co_await deps_.records.get_intent(id);
     if (!r) {
       if (r.error() == make_error_code(Errc::not_found)) co_return not_found(id);
-      co_return Error{503, "the durable store is unavailable: " + r.error().message(), "store_unavailable", ""};
+      co_return store_error(r.error(), deps_.records.backend(), "cannot read the intent");
     }
     if (r->client != client) co_return not_found(id);
     co_return *r;
@@ -210,7 +227,7 @@ class EngineImpl final : public Engine, public RunHost {
     auto i = co_await get(id, client);
     if (!i) co_return i.error();
     auto r = co_await deps_.records.list_steps(id, 0);
-    if (!r) co_return Error{503, "the durable store is unavailable: " + r.error().message(), "store_unavailable", ""};
+    if (!r) co_return store_error(r.error(), deps_.records.backend(), "cannot read the steps");
     co_return *r;
   }
 
@@ -261,7 +278,7 @@ class EngineImpl final : public Engine, public RunHost {
       if (a.error() == make_error_code(Errc::not_found)) {
         co_return Error{404, "no artifact " + id, "not_found", ""};
       }
-      co_return Error{503, "the durable store is unavailable: " + a.error().message(), "store_unavailable", ""};
+      co_return store_error(a.error(), deps_.records.backend(), "cannot read the artifact");
     }
     if (!a->intent_id.empty()) {
       auto owner = co_await get(a->intent_id, client);

@@ -177,6 +177,8 @@ asio::awaitable<Response> artifact(agent::Engine& engine, Request& req) {
   co_return res;
 }
 
+constexpr int kRetryAfterSeconds = 2;
+
 }  // namespace
 
 Response agent_error_response(const agent::Error& e) {
@@ -186,7 +188,11 @@ Response agent_error_response(const agent::Error& e) {
               {"type", std::string(net::error_type_for(status))},
               {"code", e.code.empty() ? json(nullptr) : json(e.code)},
               {"param", e.param.empty() ? json(nullptr) : json(e.param)}};
-  return Response::json(status, {{"error", std::move(err)}});
+  Response res = Response::json(status, {{"error", std::move(err)}});
+  // The durable store down (its calls fail fast for at most 2 s before it is tried again) or
+  // agentd shutting down: worth retrying shortly, here or on another instance.
+  if (status == 503) res.headers.set("retry-after", std::to_string(kRetryAfterSeconds));
+  return res;
 }
 
 void add_intent_routes(Api& api, agent::Engine& engine) {

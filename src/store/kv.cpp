@@ -49,6 +49,28 @@ KvConfig parse_kv_config(const core::ConfigNode& store) {
       store.child("redis").fail(e.what());
     }
   }
+  if (auto t = store.get("redis_tls")) {
+    t->expect_map();
+    auto& tls = c.redis_tls;
+    tls.ca_file = t->get_string("ca_file");
+    tls.cert_file = t->get_string("cert_file");
+    tls.key_file = t->get_string("key_file");
+    tls.server_name = t->get_string("server_name");
+    tls.verify_peer = t->get_bool("verify_peer", tls.verify_peer);
+    t->finish();
+    if (!c.redis.starts_with("rediss://")) {
+      t->fail("applies only to a rediss:// URL in store.redis");
+    }
+    if (tls.cert_file.empty() != tls.key_file.empty()) {
+      // Named at the key that is there (a missing key has no node to point at).
+      bool has_cert = !tls.cert_file.empty();
+      t->child(has_cert ? "cert_file" : "key_file")
+          .fail(has_cert ? "needs key_file as well (mutual TLS)" : "needs cert_file as well (mutual TLS)");
+    }
+    if (tls.server_name.find_first_of(" \t\r\n/@") != std::string::npos) {
+      t->child("server_name").fail("expected a host name");
+    }
+  }
   c.redis_prefix = store.get_string("redis_prefix", c.redis_prefix);
   c.redis_connect_timeout = store.get_duration("redis_connect_timeout", c.redis_connect_timeout);
   c.redis_command_timeout = store.get_duration("redis_command_timeout", c.redis_command_timeout);

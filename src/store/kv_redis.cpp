@@ -594,6 +594,15 @@ class RedisKv final : public RedisBackend {
   RedisKv(asio::any_io_executor ex, const KvConfig& config, core::Registry* metrics) {
     redis::ConnectionOptions o;
     o.url = redis::parse_redis_url(config.redis);
+    if (o.url.tls) {
+      o.tls = redis::make_tls_context(config.redis_tls);  // one context for both connections
+      o.tls_server_name = config.redis_tls.server_name;
+      o.tls_verify = config.redis_tls.verify_peer;
+      if (!o.tls_verify) {
+        spdlog::warn("store: redis_tls.verify_peer is off: the Redis server at {} is not "
+                     "authenticated", o.url.endpoint());
+      }
+    }
     o.connect_timeout = config.redis_connect_timeout;
     o.command_timeout = config.redis_command_timeout;
     o.health_interval = config.redis_health_interval;
@@ -624,7 +633,8 @@ class RedisKv final : public RedisBackend {
     if (!main_->connected()) return Health{Health::State::down, main_->last_error()};
     if (!blocking_->connected()) return Health{Health::State::down, hub_->down_reason()};
     return Health{Health::State::ok, "redis at " + endpoint() + " db " +
-                                         std::to_string(main_->url().db)};
+                                         std::to_string(main_->url().db) +
+                                         (main_->url().tls ? " over TLS" : "")};
   }
 
   asio::awaitable<bool> wait_ready(milliseconds limit) override {

@@ -1,5 +1,6 @@
-// The Redis connection's I/O: connect + handshake with a deadline, a reader that resumes callers
-// and writes what they queued, a health check, one deadline timer; reconnect with backoff.
+// The Redis connection's I/O: connect (+ TLS) + handshake with a deadline, a reader that resumes
+// callers and writes what they queued, a health check, one deadline timer; reconnect with
+// backoff.
 #include "redis_connection.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -8,13 +9,19 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
 
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <array>
 #include <cassert>
+#include <stdexcept>
+#include <tuple>
 #include <variant>
 
 namespace agentd::store::redis {
@@ -27,6 +34,53 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
 }  // namespace
+
+std::shared_ptr<asio::ssl::context> make_tls_context(const RedisTlsConfig& config) {
+  namespace ssl = asio::ssl;
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  boost::system::error_code ec;
+  ctx->set_default_verify_paths(ec);
+  if (ec) spdlog::warn("redis: cannot load the system trust store: {}", ec.message());
+  auto load = [](const char* key, const std::string& file, auto&& fn) {
+    boost::system::error_code lec;
+    fn(lec);
+    if (lec) {
+      throw std::runtime_error(std::string("store.redis_tls.") + key + ": cannot load " + file +
+                               ": " + lec.message());
+    }
+  };
+  if (!config.ca_file.empty()) {
+    load("ca_file", config.ca_file,
+         [&](boost::system::error_code& e) { ctx->load_verify_file(config.ca_file, e); });
+  }
+  if (!config.cert_file.empty()) {
+    load("cert_file", config.cert_file,
+         [&](boost::system::error_code& e) { ctx->use_certificate_chain_file(config.cert_file, e); });
+    load("key_file", config.key_file, [&](boost::system::error_code& e) {
+      ctx->use_private_key_file(config.key_file, ssl::context::pem, e);
+    });
+    if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+      throw std::runtime_error("store.redis_tls.key_file: " + config.key_file +
+                               " is not the key of " + config.cert_file);
+    }
+  }
+  ctx->set_verify_mode(config.verify_peer ? ssl::verify_peer : ssl::verify_none);
+  return ctx;
+}
+
+// The TLS stream wraps a reference to the socket, so closing the socket ends both, and the plain
+// path keeps its direct non-blocking write_some on the socket itself.
+struct Connection::Link {
+  explicit Link(asio::any_io_executor ex) : socket(std::move(ex)) {}
+  tcp::socket socket;
+  std::optional<asio::ssl::stream<tcp::socket&>> tls;  // set for rediss://
+  void close() {
+    boost::system::error_code ignored;
+    socket.close(ignored);
+  }
+};
 
 // What resumes a coroutine suspended in suspend(). Its concrete type, because Boost 1.81's
 // any_completion_handler recurses without end when moved from a non-const lvalue.
@@ -85,10 +139,7 @@ void Connection::stop() {
   listeners_.clear();
   connected_ = false;
   if (metrics_.up) metrics_.up->set(0);
-  if (socket_) {
-    boost::system::error_code ignored;
-    socket_->close(ignored);
-  }
+  if (socket_) socket_->close();
   if (resolver_) resolver_->cancel();
   sweep_timer_.cancel();
   backoff_timer_.cancel();
@@ -136,8 +187,7 @@ asio::awaitable<void> Connection::run() {
       } catch (const std::exception& e) {
         why = e.what();
       }
-      boost::system::error_code ignored;
-      socket_->close(ignored);
+      socket_->close();
       socket_.reset();
       if (stopped_) break;
       why = "connection to redis at " + options_.url.endpoint() + " lost: " + why;
@@ -157,10 +207,10 @@ asio::awaitable<void> Connection::run() {
   }
 }
 
-asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::connect_once() {
+asio::awaitable<KvResult<std::shared_ptr<Connection::Link>>> Connection::connect_once() {
   const auto& url = options_.url;
   auto at = "redis at " + url.endpoint();
-  auto socket = std::make_shared<Socket>(ex_);
+  auto socket = std::make_shared<Link>(ex_);
   auto resolver = std::make_shared<tcp::resolver>(ex_);
   socket_ = socket;  // stop() closes it, ending a connect in progress
   resolver_ = resolver;
@@ -171,8 +221,7 @@ asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::conne
     if (ec) return;
     *expired = true;
     resolver->cancel();
-    boost::system::error_code ignored;
-    socket->close(ignored);
+    socket->close();
   });
   auto failed = [&](const std::string& what, const boost::system::error_code& ec) {
     if (*expired) {
@@ -185,19 +234,30 @@ asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::conne
   auto [rec, endpoints] =
       co_await resolver->async_resolve(url.host, std::to_string(url.port), kTuple);
   if (rec) co_return failed("resolving the host", rec);
-  auto [cec, ep] = co_await asio::async_connect(*socket, endpoints, kTuple);
+  auto [cec, ep] = co_await asio::async_connect(socket->socket, endpoints, kTuple);
   if (cec) co_return failed("connect", cec);
   boost::system::error_code ignored;
-  socket->set_option(tcp::no_delay(true), ignored);
-  socket->set_option(asio::socket_base::keep_alive(true), ignored);
-  // flush() writes directly: it must get would_block, not wait, when the kernel buffer is full.
-  boost::system::error_code nbec;
-  socket->non_blocking(true, nbec);
-  if (nbec) co_return failed("setting the socket non-blocking", nbec);
+  socket->socket.set_option(tcp::no_delay(true), ignored);
+  socket->socket.set_option(asio::socket_base::keep_alive(true), ignored);
+  if (url.tls) {
+    if (auto e = co_await tls_handshake(*socket); !e.empty()) {
+      co_return *expired ? failed("the TLS handshake", {}) : Error{Errc::unavailable, at + ": " + e};
+    }
+  } else {
+    // flush() writes directly: it must get would_block, not wait, when the kernel buffer is full.
+    boost::system::error_code nbec;
+    socket->socket.non_blocking(true, nbec);
+    if (nbec) co_return failed("setting the socket non-blocking", nbec);
+  }
 
   auto hs = make_handshake(url, options_.name, options_.want_client_id);
-  auto [wec, wn] = co_await asio::async_write(*socket, asio::buffer(hs.bytes), kTuple);
-  if (wec) co_return failed("sending the handshake", wec);
+  std::tuple<boost::system::error_code, std::size_t> sent;
+  if (socket->tls) {
+    sent = co_await asio::async_write(*socket->tls, asio::buffer(hs.bytes), kTuple);
+  } else {
+    sent = co_await asio::async_write(socket->socket, asio::buffer(hs.bytes), kTuple);
+  }
+  if (auto wec = std::get<0>(sent)) co_return failed("sending the handshake", wec);
   parser_ = std::make_unique<ReplyParser>();
   std::vector<Reply> replies;
   std::array<char, 4096> buf;
@@ -208,12 +268,27 @@ asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::conne
       replies.push_back(std::move(**r));
       continue;
     }
-    auto [rec2, n] = co_await socket->async_read_some(asio::buffer(buf), kTuple);
+    std::tuple<boost::system::error_code, std::size_t> got;
+    if (socket->tls) {
+      got = co_await socket->tls->async_read_some(asio::buffer(buf), kTuple);
+    } else {
+      got = co_await socket->socket.async_read_some(asio::buffer(buf), kTuple);
+    }
+    auto [rec2, n] = got;
     if (rec2) {
-      if (rec2 == asio::error::eof) {
+      if ((rec2 == asio::error::eof || rec2 == asio::error::connection_reset) && !url.tls) {
+        co_return Error{Errc::unavailable,
+                        at + " closed the connection during the handshake (if it expects TLS, "
+                             "use rediss://)"};
+      }
+      if (rec2 == asio::error::eof || rec2 == asio::ssl::error::stream_truncated) {
         co_return Error{Errc::unavailable, at + " closed the connection during the handshake"};
       }
       co_return failed("the handshake", rec2);
+    }
+    // A TLS alert or handshake record (content type 21 or 22) is no RESP reply: a TLS port.
+    if (!url.tls && replies.empty() && n > 0 && (buf[0] == '\x15' || buf[0] == '\x16')) {
+      co_return Error{Errc::unavailable, at + " answered with TLS (use rediss://)"};
     }
     parser_->feed(std::string_view(buf.data(), n));
   }
@@ -224,7 +299,38 @@ asio::awaitable<KvResult<std::shared_ptr<Connection::Socket>>> Connection::conne
   co_return socket;
 }
 
-asio::awaitable<std::string> Connection::serve(std::shared_ptr<Socket> socket) {
+// The TLS handshake on a connected socket: SNI for a host name, the certificate matched to the
+// name (or IP address), the chain checked by the context. An empty string, or why it failed.
+asio::awaitable<std::string> Connection::tls_handshake(Link& link) {
+  const std::string& name =
+      options_.tls_server_name.empty() ? options_.url.host : options_.tls_server_name;
+  link.tls.emplace(link.socket, *options_.tls);
+  SSL* ssl = link.tls->native_handle();
+  boost::system::error_code aec;
+  asio::ip::make_address(name, aec);
+  bool is_ip = !aec;
+  // SNI carries host names only (RFC 6066).
+  if (!is_ip && SSL_set_tlsext_host_name(ssl, name.c_str()) != 1) {
+    co_return "cannot set the TLS server name " + name;
+  }
+  if (options_.tls_verify) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str())
+                   : X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size());
+    if (ok != 1) co_return "cannot set the name to verify: " + name;
+  }
+  auto [ec] = co_await link.tls->async_handshake(asio::ssl::stream_base::client, kTuple);
+  if (!ec) co_return std::string();
+  std::string why = "the TLS handshake failed: " + ec.message();
+  // The chain or name check that failed says more than "certificate verify failed".
+  long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK) {
+    why += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+  }
+  co_return why;
+}
+
+asio::awaitable<std::string> Connection::serve(std::shared_ptr<Link> socket) {
   using namespace asio::experimental::awaitable_operators;
   auto r = co_await (read_loop(socket) || health_loop());
   co_return std::visit([](auto& why) { return std::string(why); }, r);
@@ -233,7 +339,7 @@ asio::awaitable<std::string> Connection::serve(std::shared_ptr<Socket> socket) {
 // Hands each reply to its caller at once; the callers resumed queue their next commands, which
 // leave in one write per kFlushBytes and after each chunk read, while redis-server works on the
 // previous write: two batches in flight on the one connection instead of one.
-asio::awaitable<std::string> Connection::read_loop(std::shared_ptr<Socket> socket) {
+asio::awaitable<std::string> Connection::read_loop(std::shared_ptr<Link> socket) {
   constexpr std::size_t kFlushBytes = 4096;
   std::vector<char> buf(16384);
   struct InReplies {
@@ -242,7 +348,13 @@ asio::awaitable<std::string> Connection::read_loop(std::shared_ptr<Socket> socke
     ~InReplies() { flag = false; }
   };
   for (;;) {
-    auto [ec, n] = co_await socket->async_read_some(asio::buffer(buf), kTuple);
+    std::tuple<boost::system::error_code, std::size_t> got;
+    if (socket->tls) {
+      got = co_await socket->tls->async_read_some(asio::buffer(buf), kTuple);
+    } else {
+      got = co_await socket->socket.async_read_some(asio::buffer(buf), kTuple);
+    }
+    auto [ec, n] = got;
     if (!write_error_.empty()) co_return write_error_;
     if (ec) co_return ec == asio::error::eof ? "closed by the server" : ec.message();
     last_read_ = Clock::now();
@@ -439,12 +551,19 @@ void Connection::schedule_flush() {
 }
 
 // Hands out_ to the socket now (it is non-blocking); what the kernel does not take at once is
-// written asynchronously while new commands gather in out_.
+// written asynchronously while new commands gather in out_. TLS always writes asynchronously:
+// a record OpenSSL has made must go out whole, which a would_block half-way would break.
 void Connection::flush() {
   if (writing_ || out_.empty() || !socket_ || !connected_ || !write_error_.empty()) return;
   if (metrics_.writes) metrics_.writes->inc();
+  if (socket_->tls) {
+    wbuf_.swap(out_);
+    out_.clear();
+    write_rest();
+    return;
+  }
   boost::system::error_code ec;
-  std::size_t n = socket_->write_some(asio::buffer(out_), ec);
+  std::size_t n = socket_->socket.write_some(asio::buffer(out_), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) {
     ec = {};
     n = 0;
@@ -459,25 +578,33 @@ void Connection::flush() {
   }
   wbuf_.assign(out_, n);
   out_.clear();
+  write_rest();
+}
+
+// Writes wbuf_ asynchronously, then whatever gathered in out_ meanwhile.
+void Connection::write_rest() {
   writing_ = true;
-  asio::async_write(*socket_, asio::buffer(wbuf_),
-                    [self = shared_from_this(), socket = socket_](boost::system::error_code wec,
-                                                                  std::size_t) {
-                      if (socket != self->socket_) return;  // that connection is gone
-                      self->writing_ = false;
-                      if (wec) {
-                        self->fail_writes(wec);
-                      } else {
-                        self->flush();
-                      }
-                    });
+  auto done = [self = shared_from_this(), socket = socket_](boost::system::error_code wec,
+                                                            std::size_t) {
+    if (socket != self->socket_) return;  // that connection is gone
+    self->writing_ = false;
+    if (wec) {
+      self->fail_writes(wec);
+    } else {
+      self->flush();
+    }
+  };
+  if (socket_->tls) {
+    asio::async_write(*socket_->tls, asio::buffer(wbuf_), std::move(done));
+  } else {
+    asio::async_write(socket_->socket, asio::buffer(wbuf_), std::move(done));
+  }
 }
 
 // Ends read_loop (and with it the connection) with the write's error.
 void Connection::fail_writes(const boost::system::error_code& ec) {
   write_error_ = "write failed: " + ec.message();
-  boost::system::error_code ignored;
-  socket_->close(ignored);
+  socket_->close();
 }
 
 void Connection::fail_all(const Error& error) {

@@ -1,5 +1,6 @@
 // One Redis connection on the event loop: run() connects, reconnects with backoff and
 // health-checks, while callers exec() pipelined commands and get their replies in order.
+// Plain TCP, or TLS for rediss:// (the same code, one branch at each read and write).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -20,10 +21,23 @@
 #include "agentd/core/metrics.hpp"
 #include "agentd/store/redis_protocol.hpp"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace agentd::store::redis {
+
+// The TLS client context for rediss:// connections: system trust store plus config.ca_file,
+// the client certificate and key when given, peer verification unless turned off. Throws
+// std::runtime_error naming the store.redis_tls key whose file cannot be loaded.
+std::shared_ptr<asio::ssl::context> make_tls_context(const RedisTlsConfig& config);
 
 struct ConnectionOptions {
   RedisUrl url;
+  // Required when url.tls (make_tls_context); shared by the connections to one server.
+  std::shared_ptr<asio::ssl::context> tls;
+  std::string tls_server_name;  // SNI and the name verified; empty: url.host
+  bool tls_verify = true;       // match the certificate to the name (the context checks the chain)
   std::string name = "agentd";  // CLIENT SETNAME, and in log lines
   bool want_client_id = false;  // asks CLIENT ID after each connect (for CLIENT UNBLOCK)
   milliseconds connect_timeout{2000};  // TCP connect plus the handshake
@@ -83,13 +97,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   struct Call;
   struct StateWaiter;
-  using Socket = asio::ip::tcp::socket;
+  struct Link;  // the TCP socket and, for rediss://, the TLS stream over it
   using Replies = KvResult<std::vector<Reply>>;
 
   asio::awaitable<void> run();
-  asio::awaitable<KvResult<std::shared_ptr<Socket>>> connect_once();
-  asio::awaitable<std::string> serve(std::shared_ptr<Socket> socket);
-  asio::awaitable<std::string> read_loop(std::shared_ptr<Socket> socket);
+  asio::awaitable<KvResult<std::shared_ptr<Link>>> connect_once();
+  asio::awaitable<std::string> tls_handshake(Link& link);
+  asio::awaitable<std::string> serve(std::shared_ptr<Link> socket);
+  asio::awaitable<std::string> read_loop(std::shared_ptr<Link> socket);
   asio::awaitable<std::string> health_loop();
   std::optional<Error> refuse() const;
   Call* enqueue(std::size_t replies, milliseconds timeout);
@@ -102,6 +117,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void sweep();
   void schedule_flush();
   void flush();
+  void write_rest();
   void fail_writes(const boost::system::error_code& ec);
   void fail_all(const Error& error);
   void set_state(bool up, const std::string& why);
@@ -109,7 +125,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::any_io_executor ex_;
   ConnectionOptions options_;
   ConnectionMetrics metrics_;
-  std::shared_ptr<Socket> socket_;  // the connection, or the one being set up
+  std::shared_ptr<Link> socket_;  // the connection, or the one being set up
   std::shared_ptr<asio::ip::tcp::resolver> resolver_;
   std::unique_ptr<ReplyParser> parser_;
   ReplyRouter router_;

@@ -55,24 +55,23 @@ std::string RedisUrl::endpoint() const {
 }
 
 RedisUrl parse_redis_url(std::string_view s) {
-  constexpr std::string_view kForm = "redis://[user:password@]host[:port][/db]";
+  constexpr std::string_view kForm = "redis[s]://[user:password@]host[:port][/db]";
+  RedisUrl u;
   if (s.starts_with("rediss://")) {
-    throw std::invalid_argument(
-        "rediss:// (TLS) is not supported by this build's Redis client; use redis:// on a "
-        "trusted network or through a TLS tunnel");
-  }
-  if (!s.starts_with("redis://")) {
+    u.tls = true;
+    s.remove_prefix(9);
+  } else if (s.starts_with("redis://")) {
+    s.remove_prefix(8);
+  } else {
     // Never echo the URL: it may hold a password.
     throw std::invalid_argument("expected a URL of the form " + std::string(kForm));
   }
-  s.remove_prefix(8);
   if (s.find_first_of("?#") != std::string_view::npos) {
     throw std::invalid_argument("query parameters are not supported; expected " + std::string(kForm));
   }
   auto slash = s.find('/');
   std::string_view authority = s.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? std::string_view() : s.substr(slash + 1);
-  RedisUrl u;
   if (auto at = authority.rfind('@'); at != std::string_view::npos) {
     std::string_view userinfo = authority.substr(0, at);
     authority = authority.substr(at + 1);

@@ -12,6 +12,7 @@
 
 #include "support/fake_llm.hpp"
 #include "support/http_client.hpp"
+#include "support/pg_server.hpp"
 #include "support/process.hpp"
 #include "support/tls_cert.hpp"
 
@@ -34,8 +35,9 @@ struct Options {
   std::string intents;  // extra keys of the intents section, as "key: value, ..." (flow style)
 };
 
+// `postgres`: store.postgres (empty: SQLite in the data dir).
 std::string config_yaml(const std::string& fake_url, const std::string& data_dir,
-                        const Options& o) {
+                        const Options& o, const std::string& postgres = {}) {
   std::string y = R"(server: { listen: 127.0.0.1:0 }
 clients:
   - { name: alice, token: )" +
@@ -46,7 +48,7 @@ clients:
                   kLimited + R"(, scopes: ["agents:plain"] }
 log: { level: warn, access_log: false }
 store: { data_dir: )" +
-                  data_dir + R"( }
+                  data_dir + (postgres.empty() ? "" : ", postgres: \"" + postgres + "\"") + R"( }
 ai:
   providers: [{ name: fake, kind: openai, base_url: )" +
                   fake_url + R"(/v1, api_key: fake-key }]
@@ -224,8 +226,9 @@ class EventReader {
 // One agentd process (restartable on the same data dir) and the LLM double it talks to.
 class Agentd {
  public:
-  explicit Agentd(Options o = {}) : dir_(make_temp_dir("agentd-agent-")) {
-    std::ofstream(dir_ + "/agentd.yaml") << config_yaml(fake.url(), dir_ + "/data", o);
+  explicit Agentd(Options o = {}, const std::string& postgres = {})
+      : dir_(make_temp_dir("agentd-agent-")) {
+    std::ofstream(dir_ + "/agentd.yaml") << config_yaml(fake.url(), dir_ + "/data", o, postgres);
     start();
   }
   ~Agentd() {
@@ -827,6 +830,89 @@ TEST(AgentRestart, OnRestartFailEndsTheIntentWithAReason) {
   auto ev = d.all_events(id);
   ASSERT_TRUE(ends_with(ev, "intent.failed", "restarted"));
   EXPECT_EQ(d.chats().size(), 1u);
+}
+
+// --- the durable store down ---------------------------------------------------------------------
+
+// The error body and headers of a 503 for new work while the durable store is down.
+void expect_store_unavailable(const HttpResponse& r, std::chrono::steady_clock::duration took) {
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_LT(took, 3s) << "the refusal must not wait for the database";
+  auto body = json::parse(r.body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << r.body;
+  const auto& e = body["error"];
+  EXPECT_EQ(e.value("code", ""), "store_unavailable") << r.body;
+  EXPECT_EQ(e.value("type", ""), "server_error") << r.body;
+  EXPECT_NE(e.value("message", "").find("durable store (postgres) is unavailable"), std::string::npos)
+      << r.body;
+  EXPECT_FALSE(r.header("retry-after").empty()) << "no Retry-After";
+  EXPECT_GE(std::atoi(r.header("retry-after").c_str()), 1);
+}
+
+// PostgreSQL stopped mid-run: new intents (and agents addressed as models) get 503 at once;
+// what was acknowledged before, done or running, is there afterwards; nothing is restarted on
+// agentd's side.
+TEST(AgentStore, PostgresDownRefusesNewWorkWith503AndNothingAcknowledgedIsLost) {
+  PgServer pg;
+  Agentd d({false, "lease: 2s"}, pg.url());
+  d.fake.script(Action::reply("stored before the outage"));
+  auto done = d.start_intent({{"intent", "before"}});
+  ASSERT_EQ(d.wait_status(done, "completed")["status"], "completed");
+  // Acknowledged, and its model answers only once the database is gone: its step cannot be
+  // recorded, so the run stops and is resumed when the database is back.
+  Action slow = Action::reply("answered during the outage");
+  slow.delay = 2500ms;
+  d.fake.script({slow, Action::reply("answered after the outage"), Action::reply("after")});
+  auto running = d.start_intent({{"intent", "during"}});
+  ASSERT_FALSE(running.empty());
+  d.wait_chats(2);
+
+  pg.stop();
+  for (int i = 0; i < 3; ++i) {
+    auto t0 = Clock::now();
+    auto r = d.call("POST", "/v1/intents", R"({"intent":"refused"})");
+    expect_store_unavailable(r, Clock::now() - t0);
+    t0 = Clock::now();
+    auto chat = d.call("POST", "/v1/chat/completions",
+                       R"({"model":"plain","messages":[{"role":"user","content":"refused too"}]})");
+    expect_store_unavailable(chat, Clock::now() - t0);
+  }
+  auto t0 = Clock::now();
+  auto read = d.call("GET", "/v1/intents/" + done);
+  expect_store_unavailable(read, Clock::now() - t0);
+  // Informational in /readyz: AI and MCP traffic needs no durable write and goes on.
+  auto ready = d.call("GET", "/readyz");
+  EXPECT_NE(ready.body.find("postgres unavailable"), std::string::npos) << ready.body;
+
+  // The slow answer arrives while the database is still down: its step is not recorded.
+  auto until = Clock::now() + 15s;
+  while (d.log().find("step not recorded") == std::string::npos && Clock::now() < until) {
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_NE(d.log().find("step not recorded"), std::string::npos) << d.log();
+
+  pg.start();
+  // Recovers by itself: the next intent is accepted within the records' retry window.
+  HttpResponse again;
+  auto deadline = Clock::now() + 20s;
+  do {
+    std::this_thread::sleep_for(200ms);
+    again = d.call("POST", "/v1/intents", R"({"intent":"after"})");
+  } while (again.status == 503 && Clock::now() < deadline);
+  ASSERT_EQ(again.status, 202) << again.body << d.log();
+  auto after = json::parse(again.body, nullptr, false).value("id", "");
+  // Both acknowledged intents are there: the finished one as it was, the interrupted one
+  // resumed (its unrecorded model call asked again) and finished.
+  auto before = d.intent(done);
+  EXPECT_EQ(before["status"], "completed") << before;
+  EXPECT_EQ(before["result"]["text"], "stored before the outage") << before;
+  auto resumed = d.wait_status(running, "completed", 30s);
+  EXPECT_EQ(resumed["status"], "completed") << resumed << d.log();
+  EXPECT_EQ(d.wait_status(after, "completed")["status"], "completed");
+  // before, during (answered while the database was down: not recorded), during again after
+  // the recovery, after; none of the refused requests reached the model.
+  EXPECT_EQ(d.chats().size(), 4u) << d.log();
+  EXPECT_NE(d.call("GET", "/readyz").body.find("postgres: ok"), std::string::npos);
 }
 
 // --- sessions ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // The store's cache, counters and event streams: one conformance suite run on every backend
-// (in-process; bare Redis; Redis behind make_kv's degradation wrapper), each Redis test with its
-// own redis-server on a free loopback port; the Redis client's protocol logic without sockets;
-// and Redis faults (killed, restarted, stopped, wrong password, bad URL).
+// (in-process; bare Redis; Redis behind make_kv's degradation wrapper; bare Redis over mutual
+// TLS), each Redis test with its own redis-server on a free loopback port; the Redis client's
+// protocol logic without sockets; and Redis faults (killed, restarted, stopped, wrong password,
+// bad URL, wrong CA, wrong name).
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -30,6 +31,7 @@
 #include "agentd/store/redis_protocol.hpp"
 #include "support/coro.hpp"
 #include "support/process.hpp"
+#include "support/tls_cert.hpp"
 
 namespace {
 
@@ -62,11 +64,24 @@ asio::awaitable<void> yield() {
 using agentd::test::Group;
 
 
+// Test certificates (self-signed, IP:127.0.0.1 and DNS:localhost), made once per run: the
+// server's, also its clients' (mutual TLS) and the CA both trust; and an unrelated one.
+const agentd::test::TestCert& test_cert() {
+  static const agentd::test::TestCert cert = agentd::test::make_test_cert();
+  return cert;
+}
+const agentd::test::TestCert& other_cert() {
+  static const agentd::test::TestCert cert = agentd::test::make_test_cert();
+  return cert;
+}
+
 // A private redis-server on a free loopback port, in its own temp dir, that a test may kill,
-// stop and restart on the same port.
+// stop and restart on the same port. With `tls`, it listens for TLS only and requires a client
+// certificate signed by test_cert().
 class RedisServer {
  public:
-  explicit RedisServer(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
+  explicit RedisServer(std::vector<std::string> extra = {}, bool tls = false)
+      : extra_(std::move(extra)), tls_(tls) {
     char tmpl[] = "/tmp/agentd-kv-redis-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     port_ = static_cast<int>(agentd::test::free_loopback_port());
@@ -80,8 +95,16 @@ class RedisServer {
   RedisServer& operator=(const RedisServer&) = delete;
 
   bool start() {
-    std::vector<std::string> args{"--bind", "127.0.0.1", "--port", std::to_string(port_),
-                                  "--dir", dir_, "--save", "", "--appendonly", "no"};
+    std::vector<std::string> args{"--bind", "127.0.0.1", "--dir", dir_, "--save", "",
+                                  "--appendonly", "no"};
+    if (tls_) {
+      const auto& c = test_cert();
+      args.insert(args.end(), {"--port", "0", "--tls-port", std::to_string(port_),
+                               "--tls-cert-file", c.cert_file, "--tls-key-file", c.key_file,
+                               "--tls-ca-cert-file", c.cert_file, "--tls-auth-clients", "yes"});
+    } else {
+      args.insert(args.end(), {"--port", std::to_string(port_)});
+    }
     args.insert(args.end(), extra_.begin(), extra_.end());
     proc_ = std::make_unique<agentd::test::Process>("/usr/bin/redis-server", args);
     std::string seen;
@@ -96,12 +119,17 @@ class RedisServer {
   void signal(int sig) { proc_->signal(sig); }
   int port() const { return port_; }
   std::string url(const std::string& userinfo = "", int db = 0) const {
-    return "redis://" + (userinfo.empty() ? "" : userinfo + "@") + "127.0.0.1:" +
-           std::to_string(port_) + "/" + std::to_string(db);
+    return std::string(tls_ ? "rediss://" : "redis://") + (userinfo.empty() ? "" : userinfo + "@") +
+           "127.0.0.1:" + std::to_string(port_) + "/" + std::to_string(db);
   }
   // redis-cli against this server; its stdout (and stderr).
   std::string cli(std::vector<std::string> args) const {
     std::vector<std::string> all{"-h", "127.0.0.1", "-p", std::to_string(port_)};
+    if (tls_) {
+      const auto& c = test_cert();
+      all.insert(all.end(), {"--tls", "--cacert", c.cert_file, "--cert", c.cert_file, "--key",
+                             c.key_file});
+    }
     for (auto& a : extra_auth_) all.push_back(a);
     all.insert(all.end(), args.begin(), args.end());
     return agentd::test::run_command("/usr/bin/redis-cli", all).second;
@@ -110,6 +138,7 @@ class RedisServer {
 
  private:
   std::vector<std::string> extra_;
+  bool tls_ = false;
   std::vector<std::string> extra_auth_;
   std::string dir_;
   int port_ = 0;
@@ -125,11 +154,21 @@ KvConfig redis_config(const std::string& url) {
   return c;
 }
 
+// For a TLS RedisServer: trusts test_cert() and presents it as the client certificate.
+KvConfig tls_config(const std::string& url) {
+  KvConfig c = redis_config(url);
+  c.redis_tls.ca_file = test_cert().cert_file;
+  c.redis_tls.cert_file = test_cert().cert_file;
+  c.redis_tls.key_file = test_cert().key_file;
+  return c;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conformance suite: the same tests on every backend.
 
 struct MemoryBackend {
   static constexpr bool kRedis = false;
+  static constexpr bool kTls = false;
   static std::unique_ptr<Kv> make(asio::any_io_executor ex, const std::string&) {
     KvConfig c;
     return make_memory_kv(ex, c);
@@ -138,6 +177,7 @@ struct MemoryBackend {
 
 struct RedisBackend {
   static constexpr bool kRedis = true;
+  static constexpr bool kTls = false;
   static std::unique_ptr<Kv> make(asio::any_io_executor ex, const std::string& url) {
     return make_redis_kv(ex, redis_config(url));
   }
@@ -145,8 +185,18 @@ struct RedisBackend {
 
 struct WrappedRedisBackend {
   static constexpr bool kRedis = true;
+  static constexpr bool kTls = false;
   static std::unique_ptr<Kv> make(asio::any_io_executor ex, const std::string& url) {
     return make_kv(ex, redis_config(url));
+  }
+};
+
+// The bare client over mutual TLS: every command through the TLS stream's writes.
+struct TlsRedisBackend {
+  static constexpr bool kRedis = true;
+  static constexpr bool kTls = true;
+  static std::unique_ptr<Kv> make(asio::any_io_executor ex, const std::string& url) {
+    return make_redis_kv(ex, tls_config(url));
   }
 };
 
@@ -155,6 +205,7 @@ struct BackendNames {
   static std::string GetName(int) {
     if constexpr (std::is_same_v<T, MemoryBackend>) return "memory";
     if constexpr (std::is_same_v<T, RedisBackend>) return "redis";
+    if constexpr (std::is_same_v<T, TlsRedisBackend>) return "redis_tls";
     return "redis_wrapped";
   }
 };
@@ -164,7 +215,7 @@ class KvConformance : public ::testing::Test {
  protected:
   void SetUp() override {
     if constexpr (B::kRedis) {
-      server_ = std::make_unique<RedisServer>();
+      server_ = std::make_unique<RedisServer>(std::vector<std::string>{}, B::kTls);
       ASSERT_TRUE(server_->start());
       kv_ = B::make(io_.get_executor(), server_->url());
       // A second instance on the same server: another agentd process sharing the data.
@@ -197,7 +248,8 @@ class KvConformance : public ::testing::Test {
   std::unique_ptr<Kv> other_;
 };
 
-using Backends = ::testing::Types<MemoryBackend, RedisBackend, WrappedRedisBackend>;
+using Backends =
+    ::testing::Types<MemoryBackend, RedisBackend, WrappedRedisBackend, TlsRedisBackend>;
 TYPED_TEST_SUITE(KvConformance, Backends, BackendNames);
 
 asio::awaitable<void> cas_once(Kv& kv, int i, int* winners) {
@@ -729,6 +781,13 @@ TEST(RedisUrl, Parses) {
   EXPECT_EQ(u.user, "app");
   EXPECT_EQ(u.password, "pw");
   EXPECT_EQ(u.endpoint(), "[::1]:7000");
+  EXPECT_FALSE(u.tls);
+  u = rp::parse_redis_url("rediss://:pw@redis.internal:6380/2");
+  EXPECT_TRUE(u.tls);
+  EXPECT_EQ(u.host, "redis.internal");
+  EXPECT_EQ(u.port, 6380);
+  EXPECT_EQ(u.password, "pw");
+  EXPECT_EQ(u.db, 2);
 }
 
 TEST(RedisUrl, RejectsWithClearMessages) {
@@ -740,8 +799,9 @@ TEST(RedisUrl, RejectsWithClearMessages) {
     }
     return std::string("accepted");
   };
-  EXPECT_NE(message("rediss://h:6380").find("TLS"), std::string::npos);
-  EXPECT_NE(message("http://h").find("redis://"), std::string::npos);
+  EXPECT_NE(message("http://h").find("redis[s]://"), std::string::npos);
+  EXPECT_NE(message("redis:/h").find("redis[s]://"), std::string::npos);
+  EXPECT_NE(message("rediss://h:0").find("port"), std::string::npos);
   EXPECT_NE(message("redis://h:0").find("port"), std::string::npos);
   EXPECT_NE(message("redis://h:70000").find("port"), std::string::npos);
   EXPECT_NE(message("redis://h:abc").find("port"), std::string::npos);
@@ -936,15 +996,47 @@ TEST(KvConfig, ParsesStoreKeys) {
   agentd::core::ConfigNode top3(zero, "");
   EXPECT_THROW(parse_kv_config(top3.required("store")), agentd::ConfigError);
 
-  auto bad = agentd::core::load_yaml_string("store:\n  redis: rediss://h:1\n");
-  agentd::core::ConfigNode top2(bad, "");
-  try {
-    parse_kv_config(top2.required("store"));
-    ADD_FAILURE() << "accepted rediss://";
-  } catch (const agentd::ConfigError& e) {
-    EXPECT_EQ(e.path(), "store.redis");
-    EXPECT_NE(std::string(e.what()).find("TLS"), std::string::npos);
-  }
+  auto tls = agentd::core::load_yaml_string(
+      "store:\n  redis: rediss://:pw@redis.internal:6380/1\n  redis_tls:\n"
+      "    ca_file: /etc/ca.pem\n    cert_file: /etc/c.pem\n    key_file: /etc/k.pem\n"
+      "    server_name: redis.example\n    verify_peer: false\n");
+  agentd::core::ConfigNode top4(tls, "");
+  auto store4 = top4.required("store");
+  auto t = parse_kv_config(store4);
+  EXPECT_EQ(t.redis_tls.ca_file, "/etc/ca.pem");
+  EXPECT_EQ(t.redis_tls.cert_file, "/etc/c.pem");
+  EXPECT_EQ(t.redis_tls.key_file, "/etc/k.pem");
+  EXPECT_EQ(t.redis_tls.server_name, "redis.example");
+  EXPECT_FALSE(t.redis_tls.verify_peer);
+  EXPECT_NO_THROW(store4.finish());
+  EXPECT_TRUE(KvConfig{}.redis_tls.verify_peer) << "verification is on by default";
+
+  // Each mistake is a ConfigError at the key's path.
+  auto error_path = [](const std::string& yaml) {
+    auto y = agentd::core::load_yaml_string(yaml);
+    agentd::core::ConfigNode top5(y, "");
+    try {
+      parse_kv_config(top5.required("store"));
+    } catch (const agentd::ConfigError& e) {
+      return e.path();
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(error_path("store:\n  redis: rediss://h\n  redis_tls: { ca_file: /a, cafile: /b }\n"),
+            "store.redis_tls.cafile");
+  EXPECT_EQ(error_path("store:\n  redis: redis://h\n  redis_tls: { ca_file: /a }\n"),
+            "store.redis_tls");
+  EXPECT_EQ(error_path("store:\n  redis_tls: { ca_file: /a }\n"), "store.redis_tls");
+  EXPECT_EQ(error_path("store:\n  redis: rediss://h\n  redis_tls: { cert_file: /c }\n"),
+            "store.redis_tls.cert_file");
+  EXPECT_EQ(error_path("store:\n  redis: rediss://h\n  redis_tls: { key_file: /k }\n"),
+            "store.redis_tls.key_file");
+  EXPECT_EQ(error_path("store:\n  redis: rediss://h\n  redis_tls: { verify_peer: maybe }\n"),
+            "store.redis_tls.verify_peer");
+  EXPECT_EQ(error_path("store:\n  redis: rediss://h\n  redis_tls: [a]\n"), "store.redis_tls");
+  EXPECT_EQ(error_path("store:\n  redis: rediss://h\n  redis_tls: { server_name: a/b }\n"),
+            "store.redis_tls.server_name");
+  EXPECT_EQ(error_path("store:\n  redis: rediss://h\n"), "accepted");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1138,10 +1230,10 @@ TEST(Redis, BadUrlIsAClearError) {
     }
     return std::string("accepted");
   };
-  EXPECT_NE(message("localhost:6379").find("redis://[user:password@]host[:port][/db]"),
+  EXPECT_NE(message("localhost:6379").find("redis[s]://[user:password@]host[:port][/db]"),
             std::string::npos);
-  EXPECT_NE(message("rediss://localhost:6379").find("not supported"), std::string::npos);
   EXPECT_NE(message("redis://localhost:99999").find("port"), std::string::npos);
+  EXPECT_NE(message("rediss://localhost:99999").find("port"), std::string::npos);
 }
 
 // Nobody listens: the bare backend fails fast, the wrapper serves without Redis.
@@ -1371,6 +1463,181 @@ TEST(Redis, HungServerTimesOutAndRecovers) {
   io.restart();
   io.run_for(2s);
   EXPECT_TRUE(io.stopped());
+}
+
+// ---------------------------------------------------------------------------------------------
+// rediss://: a real redis-server with --tls-port, mutual TLS with certificates made at start.
+
+// Runs `work` with one bare and one wrapped client, then stops both and checks nothing is left.
+template <class Work>
+void with_clients(const KvConfig& config, Work work, std::chrono::milliseconds limit = 30s) {
+  asio::io_context io;
+  auto bare = make_redis_kv(io.get_executor(), config);
+  auto wrapped = make_kv(io.get_executor(), config);
+  run(io, work(*bare, *wrapped), limit);
+  bare->stop();
+  wrapped->stop();
+  io.restart();
+  io.run_for(3s);
+  EXPECT_TRUE(io.stopped()) << "background work still running after stop()";
+}
+
+// The bare client refuses with `needle` in its error and health; the wrapper serves degraded.
+asio::awaitable<void> tls_refused(Kv& bare, Kv& wrapped, std::string needle) {
+  co_await expect_auth_failure(bare, needle);
+  EXPECT_EQ(bare.health().state, Health::State::down);
+  co_await wait_health(wrapped, Health::State::degraded, 2s);
+  EXPECT_EQ(wrapped.health().state, Health::State::degraded);
+  EXPECT_NE(wrapped.health().detail.find(needle), std::string::npos) << wrapped.health().detail;
+  auto miss = co_await wrapped.cache().get("k");
+  CO_ASSERT(miss.has_value());
+  EXPECT_FALSE(miss->has_value());
+  EXPECT_TRUE((co_await wrapped.cache().set("k", "v", 0ms)).has_value());
+  EXPECT_TRUE((co_await wrapped.counters().take("n", 1, 5, 60s)).taken);
+}
+
+TEST(RedisTls, MutualTlsWorksAndSaysSo) {
+  RedisServer server({}, true);
+  ASSERT_TRUE(server.start());
+  with_clients(tls_config(server.url("", 3)), [&](Kv& bare, Kv& wrapped) -> asio::awaitable<void> {
+    co_await expect_works(bare);
+    co_await expect_works(wrapped);
+    EXPECT_NE(bare.health().detail.find("db 3 over TLS"), std::string::npos) << bare.health().detail;
+    CO_ASSERT((co_await bare.cache().set("over-tls", "yes", 0ms)).has_value());
+    auto got = co_await wrapped.cache().get("over-tls");
+    CO_ASSERT(got && got->has_value());
+    EXPECT_EQ(**got, "yes");
+  });
+  // The value is where redis-cli, over TLS too, finds it.
+  EXPECT_NE(server.cli({"-n", "3", "GET", "agentd:v:over-tls"}).find("yes"), std::string::npos);
+}
+
+TEST(RedisTls, WrongCaIsAClearErrorAndDegrades) {
+  RedisServer server({}, true);
+  ASSERT_TRUE(server.start());
+  auto config = tls_config(server.url());
+  config.redis_tls.ca_file = other_cert().cert_file;  // trusts another CA only
+  with_clients(config, [](Kv& bare, Kv& wrapped) {
+    return tls_refused(bare, wrapped, "certificate verify failed");
+  });
+}
+
+TEST(RedisTls, CertificateForAnotherNameIsRefused) {
+  RedisServer server({}, true);
+  ASSERT_TRUE(server.start());
+  auto config = tls_config(server.url());
+  config.redis_tls.server_name = "redis.example.net";  // the certificate names 127.0.0.1, localhost
+  with_clients(config, [](Kv& bare, Kv& wrapped) {
+    return tls_refused(bare, wrapped, "hostname mismatch");
+  });
+  // The name the certificate does carry is accepted.
+  config.redis_tls.server_name = "localhost";
+  with_clients(config, [](Kv& bare, Kv&) { return expect_works(bare); });
+}
+
+TEST(RedisTls, WithoutAClientCertificateTheServerRefuses) {
+  RedisServer server({}, true);
+  ASSERT_TRUE(server.start());
+  auto config = tls_config(server.url());
+  config.redis_tls.cert_file.clear();
+  config.redis_tls.key_file.clear();
+  with_clients(config, [](Kv& bare, Kv& wrapped) -> asio::awaitable<void> {
+    CO_ASSERT(!co_await bare.wait_ready(1500ms));
+    EXPECT_EQ(bare.health().state, Health::State::down) << bare.health().detail;
+    co_await wait_health(wrapped, Health::State::degraded, 2s);
+    EXPECT_EQ(wrapped.health().state, Health::State::degraded);
+  });
+}
+
+TEST(RedisTls, PlainUrlOnATlsPortOrTlsOnAPlainPortIsAClearError) {
+  RedisServer tls_server({}, true);
+  ASSERT_TRUE(tls_server.start());
+  auto plain_url = "redis://127.0.0.1:" + std::to_string(tls_server.port()) + "/0";
+  with_clients(redis_config(plain_url), [](Kv& bare, Kv& wrapped) {
+    return tls_refused(bare, wrapped, "use rediss://");
+  });
+  RedisServer plain_server;
+  ASSERT_TRUE(plain_server.start());
+  auto tls_url = "rediss://127.0.0.1:" + std::to_string(plain_server.port()) + "/0";
+  // redis-server reads the ClientHello as the start of an inline command and waits for more.
+  with_clients(tls_config(tls_url), [](Kv& bare, Kv& wrapped) {
+    return tls_refused(bare, wrapped, "the TLS handshake timed out after 1000 ms");
+  });
+}
+
+TEST(RedisTls, UnreadableFilesNameTheirKey) {
+  asio::io_context io;
+  auto message = [&](const KvConfig& c) {
+    try {
+      make_kv(io.get_executor(), c);
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  auto config = tls_config("rediss://127.0.0.1:1/0");
+  config.redis_tls.ca_file = "/nonexistent/ca.pem";
+  EXPECT_NE(message(config).find("store.redis_tls.ca_file: cannot load /nonexistent/ca.pem"),
+            std::string::npos)
+      << message(config);
+  config = tls_config("rediss://127.0.0.1:1/0");
+  config.redis_tls.key_file = other_cert().key_file;  // not the certificate's key
+  EXPECT_NE(message(config).find("store.redis_tls.key_file"), std::string::npos) << message(config);
+  config = tls_config("rediss://127.0.0.1:1/0");
+  config.redis_tls.cert_file = test_cert().key_file;  // not a certificate
+  EXPECT_NE(message(config).find("store.redis_tls.cert_file"), std::string::npos) << message(config);
+}
+
+// A server that accepts the TCP connection but never answers the TLS handshake (SIGSTOP): the
+// connect deadline covers the handshake; after SIGCONT the client connects by itself.
+TEST(RedisTls, HungHandshakeTimesOutAndRecovers) {
+  RedisServer server({}, true);
+  ASSERT_TRUE(server.start());
+  server.signal(SIGSTOP);
+  auto config = tls_config(server.url());
+  config.redis_connect_timeout = 500ms;
+  with_clients(config, [&](Kv& bare, Kv& wrapped) -> asio::awaitable<void> {
+    auto t0 = Clock::now();
+    EXPECT_FALSE(co_await bare.wait_ready(1200ms));
+    EXPECT_LT(Clock::now() - t0, 1500ms);
+    EXPECT_NE(bare.health().detail.find("the TLS handshake timed out after 500 ms"),
+              std::string::npos)
+        << bare.health().detail;
+    co_await wait_health(wrapped, Health::State::degraded, 2s);
+    EXPECT_EQ(wrapped.health().state, Health::State::degraded);
+    server.signal(SIGCONT);
+    co_await wait_health(bare, Health::State::ok, 10s);
+    co_await wait_health(wrapped, Health::State::ok, 10s);
+    EXPECT_TRUE(bare.health().ok()) << bare.health().detail;
+    EXPECT_TRUE((co_await wrapped.cache().set("k", "v", 0ms)).has_value());
+    auto got = co_await bare.cache().get("k");
+    CO_ASSERT(got && got->has_value());
+    EXPECT_EQ(**got, "v");
+  });
+  server.signal(SIGCONT);
+}
+
+TEST(RedisTls, KilledAndRestartedServer) {
+  LogCapture log;
+  RedisServer server({}, true);
+  ASSERT_TRUE(server.start());
+  auto config = tls_config(server.url());
+  with_clients(config, [&](Kv& bare, Kv& wrapped) {
+    return kill_and_restart(&server, bare, wrapped, &log);
+  }, 40s);
+}
+
+TEST(RedisTls, HungServerTimesOutAndRecovers) {
+  RedisServer server({}, true);
+  ASSERT_TRUE(server.start());
+  auto config = tls_config(server.url());
+  config.redis_command_timeout = 400ms;
+  config.redis_health_interval = 200ms;
+  config.redis_connect_timeout = 400ms;
+  with_clients(config, [&](Kv& bare, Kv& wrapped) {
+    return hung_server(&server, bare, wrapped);
+  }, 40s);
+  server.signal(SIGCONT);
 }
 
 // A caller that gives up by itself (cancellation, e.g. its own timeout) returns at once; the

@@ -168,10 +168,20 @@ class Kv {
   virtual void stop() = 0;
 };
 
+// `store.redis_tls`: how a rediss:// connection checks the server and presents itself.
+struct RedisTlsConfig {
+  std::string ca_file;      // PEM trust anchors, in addition to the system store
+  std::string cert_file;    // PEM client certificate (chain) for mutual TLS; needs key_file
+  std::string key_file;     // its PEM private key
+  std::string server_name;  // sent as SNI and matched against the certificate; empty: URL host
+  bool verify_peer = true;  // false: no certificate check at all (logged as a warning)
+};
+
 // The keys under `store:` this part of the store reads (see docs/persistence.md).
 struct KvConfig {
-  // redis://[user:password@]host[:port][/db]; empty: in-process cache, counters and streams.
+  // redis[s]://[user:password@]host[:port][/db]; empty: in-process cache, counters and streams.
   std::string redis;
+  RedisTlsConfig redis_tls;  // used only with rediss://
   std::string redis_prefix = "agentd:";  // prepended to every Redis key
   milliseconds redis_connect_timeout{2000};
   milliseconds redis_command_timeout{2000};
@@ -180,9 +190,11 @@ struct KvConfig {
   std::size_t stream_max_len = 100000;  // per stream, enforced on append (Redis: approximately)
 };
 
-// Reads `redis`, `redis_prefix`, `redis_connect_timeout`, `redis_command_timeout`,
-// `redis_health_interval`, `cache_max_size` and `stream_max_len` from the `store` node (a bad Redis URL is a
-// ConfigError at store.redis). Does not call store.finish(): other parts read the same node.
+// Reads `redis`, `redis_tls` (a map, strict), `redis_prefix`, `redis_connect_timeout`,
+// `redis_command_timeout`, `redis_health_interval`, `cache_max_size` and `stream_max_len` from
+// the `store` node (a bad Redis URL is a ConfigError at store.redis; redis_tls without a
+// rediss:// URL one at store.redis_tls). Does not call store.finish(): other parts read the
+// same node. Certificate files are loaded (and their errors thrown) by make_kv.
 KvConfig parse_kv_config(const core::ConfigNode& store);
 
 // The backend the configuration asks for: in-process when `redis` is empty, otherwise Redis
@@ -199,7 +211,8 @@ std::unique_ptr<Kv> make_memory_kv(asio::any_io_executor ex, const KvConfig& con
                                    core::Registry* metrics = nullptr);
 
 // Redis without the wrapper: every operation fails fast with Errc::unavailable while
-// disconnected. Throws std::invalid_argument for a bad URL.
+// disconnected. Throws std::invalid_argument for a bad URL, std::runtime_error (naming the
+// store.redis_tls key) for a certificate, key or CA file that cannot be loaded.
 std::unique_ptr<Kv> make_redis_kv(asio::any_io_executor ex, const KvConfig& config,
                                   core::Registry* metrics = nullptr);
 

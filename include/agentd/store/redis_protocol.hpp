@@ -18,8 +18,9 @@
 
 namespace agentd::store::redis {
 
-// redis://[user:password@]host[:port][/db]
+// redis://[user:password@]host[:port][/db], or rediss://... for TLS
 struct RedisUrl {
+  bool tls = false;  // rediss://
   std::string host;
   std::uint16_t port = 6379;
   std::string user;      // empty: the default user
@@ -28,8 +29,7 @@ struct RedisUrl {
   std::string endpoint() const;  // host:port ([v6]:port), for messages
 };
 
-// Throws std::invalid_argument with a message naming what is wrong. rediss:// (TLS) is
-// rejected: this build's client speaks plain TCP only.
+// Throws std::invalid_argument with a message naming what is wrong (never the password).
 RedisUrl parse_redis_url(std::string_view url);
 
 // Appends one command as a RESP array of bulk strings.
