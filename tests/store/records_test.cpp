@@ -29,6 +29,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/pg_server.hpp"
 #include "support/process.hpp"
 
 // libpqxx 6.4 leaks the error result when a statement meets a connection the server has
@@ -63,57 +64,7 @@ std::string slurp(const std::string& file) {
   return s.str();
 }
 
-// PostgreSQL 15 refuses to run as root: initdb and pg_ctl run as `postgres` then (as
-// scripts/lib.sh start_services does).
-class PgServer {
- public:
-  PgServer() : dir_(temp_dir("agentd-pg-")), port_(static_cast<int>(agentd::test::free_loopback_port())) {
-    if (::geteuid() == 0) {
-      as_ = {"/usr/sbin/runuser", "-u", "postgres", "--"};
-      run({"/bin/chown", "postgres:postgres", dir_});
-    }
-    auto [code, out] =
-        pg({kBin + "initdb", "-N", "-D", dir_ + "/data", "-U", "postgres", "--auth=trust"});
-    if (code != 0) throw std::runtime_error("initdb failed: " + out);
-    start();
-  }
-  ~PgServer() {
-    stop();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  void start() {
-    auto [code, out] = pg({kBin + "pg_ctl", "-D", dir_ + "/data", "-l", dir_ + "/pg.log", "-w",
-                           "-t", "60", "start", "-o",
-                           "-c listen_addresses=127.0.0.1 -p " + std::to_string(port_) + " -k " +
-                               dir_ + " -c max_connections=60"});
-    if (code != 0) throw std::runtime_error("pg_ctl start failed: " + out + log());
-  }
-  void stop() {
-    pg({kBin + "pg_ctl", "-D", dir_ + "/data", "-m", "fast", "-w", "-t", "60", "stop"});
-  }
-  std::string url(const std::string& db) const {
-    return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
-  }
-  std::string log() const { return slurp(dir_ + "/pg.log"); }
-
- private:
-  inline static const std::string kBin = "/usr/lib/postgresql/15/bin/";
-  std::pair<int, std::string> pg(std::vector<std::string> args) {
-    std::vector<std::string> all = as_;
-    all.insert(all.end(), args.begin(), args.end());
-    return run(all);
-  }
-  static std::pair<int, std::string> run(std::vector<std::string> argv) {
-    std::string program = argv.front();
-    argv.erase(argv.begin());
-    return test::run_command(program, argv);
-  }
-  std::string dir_;
-  int port_;
-  std::vector<std::string> as_;
-};
+using test::PgServer;  // tests/support/pg_server.hpp
 
 PgServer& private_pg() {
   static PgServer server;
