@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <random>
 #include <unordered_map>
 
 #include "agentd/sandbox/manager.hpp"
@@ -16,6 +17,14 @@ namespace {
 namespace asio = boost::asio;
 constexpr const char* kOwnerKey = "agentd_owner";
 constexpr const char* kMarkKey = "agentd";
+constexpr const char* kRunKey = "agentd_run";  // which run of agentd created it
+
+std::string new_run_id() {
+  std::random_device rd;
+  std::string out;
+  for (int i = 0; i < 4; ++i) out += fmt::format("{:08x}", rd());
+  return out;
+}
 
 class ManagerImpl final : public Manager {
  public:
@@ -62,6 +71,7 @@ class ManagerImpl final : public Manager {
     options.owner = owner;
     options.metadata[kMarkKey] = "1";
     options.metadata[kOwnerKey] = owner;
+    options.metadata[kRunKey] = run_id_;
     if (options.timeout.count() <= 0) options.timeout = config_.default_timeout;
     auto t0 = std::chrono::steady_clock::now();
     auto r = co_await backend_->create(std::move(options));
@@ -119,8 +129,10 @@ class ManagerImpl final : public Manager {
     for (const auto& info : *list) {
       auto mark = info.metadata.find(kMarkKey);
       if (mark == info.metadata.end() || mark->second != "1") continue;  // not ours
-      auto owner = info.metadata.find(kOwnerKey);
-      if (owner != info.metadata.end() && owners_.contains(owner->second)) continue;  // alive here
+      auto run = info.metadata.find(kRunKey);
+      if (run != info.metadata.end() && run->second == run_id_) continue;  // made by this run
+      // Not by owner: an intent resumed after the crash may already have a new sandbox (or one
+      // being created) while this one is still what the dead run left for it.
       auto r = co_await backend_->kill(info.id);
       if (r) {
         ++killed;
@@ -166,6 +178,7 @@ class ManagerImpl final : public Manager {
   asio::any_io_executor ex_;
   Config config_;
   std::unique_ptr<Backend> backend_;
+  const std::string run_id_ = new_run_id();
   std::unordered_map<std::string, std::shared_ptr<Entry>> owners_;
   core::Counter& created_;
   core::Counter& failed_;

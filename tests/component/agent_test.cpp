@@ -1,9 +1,13 @@
 // The agent planner end to end: the agentd binary runs agents and workflows against the
 // scripted LLM double (in this process) and server-everything (agentd's stdio child), driven
-// through /v1/intents, its event streams, cancel, input and artifacts.
+// through /v1/intents, its event streams, cancel, input and artifacts; and an agent with a local
+// (bubblewrap) sandbox across a SIGKILL of agentd and its restart.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -33,6 +37,7 @@ const std::string kLimited = "sk-agent-limited-0123456789";
 struct Options {
   bool mcp = false;     // server-everything as a stdio child, and the agents that use it
   std::string intents;  // extra keys of the intents section, as "key: value, ..." (flow style)
+  bool sandbox = false;  // a local (bubblewrap) sandbox backend, and the agent `coder` using it
 };
 
 // `postgres`: store.postgres (empty: SQLite in the data dir).
@@ -82,6 +87,14 @@ mcp:
       cwd: )" +
         kInterop + R"(
       call_timeout: 30s
+)";
+  }
+  if (o.sandbox) {
+    y +=
+        R"(  - { name: coder, model: m, instruction: "You run code.", sandbox: true, max_iterations: 4 }
+sandbox:
+  backend: local
+  local: { cpu_seconds: 30, memory: 256MiB, max_processes: 32 }
 )";
   }
   y += R"(workflows:
@@ -254,6 +267,7 @@ class Agentd {
     process_->wait(10s);
     process_.reset();
   }
+  std::string data_dir() const { return dir_ + "/data"; }
   std::string log() const {
     std::ifstream in(dir_ + "/stderr.log");
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -913,6 +927,175 @@ TEST(AgentStore, PostgresDownRefusesNewWorkWith503AndNothingAcknowledgedIsLost) 
   // the recovery, after; none of the refused requests reached the model.
   EXPECT_EQ(d.chats().size(), 4u) << d.log();
   EXPECT_NE(d.call("GET", "/readyz").body.find("postgres: ok"), std::string::npos);
+}
+
+// --- sandboxes (local backend): budget, a crash and the restart -------------------------------
+
+// Host pids of the live processes whose command line contains `marker` (a zombie has none), or
+// with `at_start`, begins with it.
+std::vector<int> pids_with(const std::string& marker, bool at_start = false) {
+  std::vector<int> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    auto name = it->path().filename().string();
+    if (name.empty() ||
+        !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    std::ifstream f(it->path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    auto at = cmdline.find(marker);
+    if (at != std::string::npos && (!at_start || at == 0)) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+// Polls `cond` until it holds (true) or `timeout` passes (false).
+template <class F>
+bool eventually(F cond, std::chrono::milliseconds timeout = 15s) {
+  auto deadline = Clock::now() + timeout;
+  while (!cond()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+  return true;
+}
+
+bool exists(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::exists(path, ec);
+}
+
+// A local sandbox's footprint on the host: its directory and the cgroups its metadata names.
+struct Footprint {
+  std::string dir;
+  std::vector<std::string> cgroups;
+};
+
+Footprint footprint(const Agentd& d, const std::string& sandbox_id) {
+  Footprint f{d.data_dir() + "/sandboxes/" + sandbox_id, {}};
+  std::ifstream in(f.dir + "/sandbox.json");
+  auto meta = json::parse(in, nullptr, false);
+  if (meta.is_object() && meta.contains("cgroups")) {
+    for (const auto& c : meta["cgroups"]) f.cgroups.push_back(c.get<std::string>());
+  }
+  return f;
+}
+
+std::size_t sandboxes_on_disk(const Agentd& d) {
+  std::error_code ec;
+  std::size_t n = 0;
+  for (std::filesystem::directory_iterator it(d.data_dir() + "/sandboxes", ec), end;
+       !ec && it != end; it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// Starts an intent of `coder` whose first tool call runs `cmd` in its sandbox, and waits until
+// the command printed "started": the sandbox's id.
+std::string start_sandboxed(Agentd& d, const json& exec_args, std::string& intent_id) {
+  d.fake.script(Action::tools({tool("sandbox__exec", exec_args.dump(), "call_exec")}));
+  intent_id = d.start_intent({{"intent", "run something long"}, {"agent", "coder"}});
+  auto s = d.events(intent_id);
+  if (!s) return {};
+  std::vector<Event> seen;
+  auto created = s->until("sandbox.created", &seen);
+  EXPECT_TRUE(created) << testing::PrintToString(types(seen)) << d.log();
+  if (!created) return {};
+  auto out = s->until("tool.output", &seen);
+  EXPECT_TRUE(out && out->data.value("data", "").find("started") != std::string::npos)
+      << testing::PrintToString(types(seen)) << d.log();
+  return created->data.value("sandbox_id", "");
+}
+
+TEST(AgentSandbox, SandboxSecondsBudgetStopsTheRun) {
+  if (::access("/usr/bin/bwrap", X_OK) != 0) GTEST_SKIP() << "bubblewrap is not installed";
+  Agentd d({false, "budget: { sandbox_seconds: 1 }", true});
+  d.fake.script(Action::tools({tool("sandbox__exec", R"({"cmd":"sleep 1.2; echo slept"})")}));
+  auto id = d.start_intent({{"intent", "spend sandbox time"}, {"agent", "coder"}});
+  auto ev = d.all_events(id);
+  ASSERT_TRUE(ends_with(ev, "intent.failed", "budget_exceeded")) << d.log();
+  EXPECT_GE(ev.back().data["usage"].value("sandbox_seconds", 0.0), 1.0) << ev.back().data;
+  EXPECT_NE(ev.back().data.dump().find("sandbox-time budget"), std::string::npos) << ev.back().data;
+  EXPECT_EQ(d.chats().size(), 1u) << "no model call once the sandbox time is spent";
+  EXPECT_TRUE(eventually([&] { return sandboxes_on_disk(d) == 0; })) << "killed with its intent";
+}
+
+TEST(AgentSandboxRestart, SigkillLeavesNothingOnceRestartedAndOnRestartFailEndsTheIntent) {
+  if (::access("/usr/bin/bwrap", X_OK) != 0) GTEST_SKIP() << "bubblewrap is not installed";
+  Agentd d({false, "lease: 2s, on_restart: fail", true});
+  // A command that keeps running, with a background child that ignores SIGHUP and SIGTERM; the
+  // marker (a sleep's argument) finds them among the host's processes.
+  const std::string marker = "4321." + std::to_string(::getpid()) + "1";
+  const std::string cmd =
+      "(trap '' HUP TERM; sleep " + marker + ") & echo started; sleep " + marker;
+  std::string id;
+  auto sandbox_id = start_sandboxed(d, {{"cmd", cmd}}, id);
+  ASSERT_FALSE(sandbox_id.empty());
+  auto fp = footprint(d, sandbox_id);
+  ASSERT_TRUE(exists(fp.dir + "/work"));
+  for (const auto& c : fp.cgroups) ASSERT_TRUE(exists(c)) << c;
+  ASSERT_TRUE(eventually([&] { return pids_with("sleep " + marker, true).size() == 2; }))
+      << "the command and its background child run: " << testing::PrintToString(pids_with(marker));
+
+  d.kill();
+  // What the crash left on disk (the restart is what removes it).
+  EXPECT_TRUE(exists(fp.dir + "/sandbox.json"));
+  for (const auto& c : fp.cgroups) EXPECT_TRUE(exists(c)) << c;
+
+  d.start();
+  auto i = d.wait_status(id, "failed");
+  EXPECT_EQ(i["status"], "failed") << i << d.log();
+  EXPECT_NE(i.value("error", "").find("on_restart: fail"), std::string::npos) << i;
+  ASSERT_TRUE(ends_with(d.all_events(id), "intent.failed", "restarted"));
+  EXPECT_TRUE(eventually([&] { return pids_with(marker).empty(); }))
+      << testing::PrintToString(pids_with(marker));
+  EXPECT_TRUE(eventually([&] { return !exists(fp.dir); })) << fp.dir << "\n" << d.log();
+  for (const auto& c : fp.cgroups) EXPECT_TRUE(eventually([&] { return !exists(c); })) << c;
+  EXPECT_EQ(sandboxes_on_disk(d), 0u);
+  EXPECT_EQ(d.chats().size(), 1u);
+}
+
+TEST(AgentSandboxRestart, AResumedIntentRunsInAFreshSandboxAndTheOldOneIsRemoved) {
+  if (::access("/usr/bin/bwrap", X_OK) != 0) GTEST_SKIP() << "bubblewrap is not installed";
+  Agentd d({false, "lease: 2s", true});
+  const std::string marker = "4321." + std::to_string(::getpid()) + "2";
+  std::string id;
+  auto first =
+      start_sandboxed(d, {{"cmd", "echo started; sleep " + marker}, {"timeout_seconds", 6}}, id);
+  ASSERT_FALSE(first.empty());
+  auto fp = footprint(d, first);
+  ASSERT_TRUE(exists(fp.dir + "/work"));
+  ASSERT_FALSE(pids_with(marker).empty());
+
+  d.kill();
+  // The dead run's lease runs out before the restart: the restart's recovery resumes the intent
+  // at once, while its cleanup of what the dead run left is still under way.
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_TRUE(exists(fp.dir + "/sandbox.json"));
+  d.fake.script(Action::reply("done after the restart"));
+  d.start();
+  auto i = d.wait_status(id, "completed", 40s);
+  EXPECT_EQ(i["status"], "completed") << i << d.log();
+  EXPECT_EQ(i["result"]["text"], "done after the restart");
+  // The tool call in flight ran again (at-least-once), in a new sandbox, until its timeout.
+  auto ev = d.all_events(id);
+  std::vector<std::string> created;
+  for (const auto& e : ev) {
+    if (e.type == "sandbox.created") created.push_back(e.data.value("sandbox_id", ""));
+  }
+  ASSERT_FALSE(created.empty()) << testing::PrintToString(types(ev));
+  EXPECT_NE(created.back(), first);
+  // Nothing of either sandbox is left: the old one removed by the restart, the new one with
+  // its intent.
+  EXPECT_TRUE(eventually([&] { return pids_with(marker).empty(); }))
+      << testing::PrintToString(pids_with(marker));
+  EXPECT_TRUE(eventually([&] { return !exists(fp.dir); })) << fp.dir << "\n" << d.log();
+  for (const auto& c : fp.cgroups) EXPECT_TRUE(eventually([&] { return !exists(c); })) << c;
+  EXPECT_TRUE(eventually([&] { return sandboxes_on_disk(d) == 0; })) << d.log();
 }
 
 // --- sessions ----------------------------------------------------------------------------------

@@ -205,5 +205,53 @@ TEST(SandboxManager, LeftoversOfAnEarlierRunAreKilledOthersAreNot) {
   }(f), 5s);
 }
 
+// After a crash with intents.on_restart: resume, the resumed intent may acquire its new sandbox
+// before the start-up cleanup gets to the one the dead run left for the same owner: that old
+// one is still a leftover (it used to be skipped as "alive here" and stayed forever).
+TEST(SandboxManager, ALeftoverOfAnOwnerThatHasANewSandboxIsKilledTheNewOneIsNot) {
+  Fixture f;
+  Info old;
+  old.id = "old1";
+  old.metadata = {{"agentd", "1"}, {"agentd_owner", "resumed"}};
+  f.backend->alive = {old};
+  test::run_coroutine(
+      f.io,
+      [](Fixture& fx) -> asio::awaitable<void> {
+        auto fresh = co_await acq(*fx.manager, "resumed");
+        CO_ASSERT(fresh.has_value());
+        CO_ASSERT(fresh->info.id != "old1");
+        co_await fx.manager->cleanup_leftovers();
+        CO_ASSERT(fx.backend->killed.size() == 1u);
+        EXPECT_EQ(fx.backend->killed[0], "old1");
+        CO_ASSERT(fx.backend->alive.size() == 1u);
+        EXPECT_EQ(fx.backend->alive[0].id, fresh->info.id);
+        EXPECT_EQ(fx.manager->alive(), 1u);
+      }(f),
+      5s);
+}
+
+// A leftover listed while the owner's new sandbox is still being created is killed too.
+TEST(SandboxManager, ALeftoverIsKilledWhileItsOwnersNewSandboxIsBeingCreated) {
+  Fixture f;
+  Info old;
+  old.id = "old1";
+  old.metadata = {{"agentd", "1"}, {"agentd_owner", "resumed"}};
+  f.backend->alive = {old};
+  f.backend->create_delay = 200ms;
+  test::run_coroutine(
+      f.io,
+      [](Fixture& fx) -> asio::awaitable<void> {
+        fx.manager->prewarm("resumed", CreateOptions());
+        co_await fx.manager->cleanup_leftovers();
+        CO_ASSERT(fx.backend->killed.size() == 1u);
+        EXPECT_EQ(fx.backend->killed[0], "old1");
+        auto fresh = co_await acq(*fx.manager, "resumed");
+        CO_ASSERT(fresh.has_value());
+        CO_ASSERT(fx.backend->alive.size() == 1u);
+        EXPECT_EQ(fx.backend->alive[0].id, fresh->info.id);
+      }(f),
+      5s);
+}
+
 }  // namespace
 }  // namespace agentd::sandbox

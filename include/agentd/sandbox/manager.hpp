@@ -35,8 +35,9 @@ class Manager {
   virtual void prewarm(std::string owner, CreateOptions options) = 0;
   // Kills what the owner created (its intent or session ended).
   virtual boost::asio::awaitable<void> release(std::string owner) = 0;
-  // Kills sandboxes a previous run of agentd created (their metadata names agentd) and removes
-  // their files.
+  // Kills sandboxes a previous run of agentd created (their metadata says `agentd: "1"` and
+  // names another run in `agentd_run`) and removes their files, whatever their owner: an intent
+  // resumed after a crash gets a new sandbox, and its old one is a leftover too.
   virtual boost::asio::awaitable<void> cleanup_leftovers() = 0;
   // Kills everything it created.
   virtual boost::asio::awaitable<void> stop() = 0;
