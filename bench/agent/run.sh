@@ -145,7 +145,8 @@ hz=$(getconf CLK_TCK)
 metrics() { curl -sf -H "Authorization: Bearer $admin" "$agentd/metrics" >"$1"; }
 # From two /metrics snapshots: "le count" lines of the step overhead histogram's difference, then
 # "sum S" and "count N"; and of the store: append_step calls and their mean time (the wait for
-# the writer connection included), and every SQL call per intent.
+# the writer connection included), every SQL call per intent, and SQLite's commits (group
+# commits: agentd_store_sql_write_batch_size) per intent.
 overhead_buckets() {
   awk 'NR == FNR {b[$1] = $NF; next} {d = $NF - b[$1]}
     /^agentd_agent_step_overhead_seconds_bucket/ {match($1, /le="[^"]*"/); print substr($1, RSTART + 4, RLENGTH - 5), d}
@@ -156,7 +157,9 @@ store_calls() {  # store_calls BEFORE AFTER N
   awk -v n="$3" 'NR == FNR {b[$1] = $NF; next} {d = $NF - b[$1]}
     /^agentd_store_sql_call_seconds_count/ {calls += d; if ($1 ~ /op="append_step"/) steps = d}
     /^agentd_store_sql_call_seconds_sum/ && $1 ~ /op="append_step"/ {steps_s = d}
-    END {printf "sql_per_intent=%.1f append_step_mean_us=%.0f\n", calls / n, steps ? steps_s / steps * 1e6 : 0}' "$1" "$2"
+    /^agentd_store_sql_write_batch_size_count/ {commits = d}
+    /^agentd_store_sql_write_batch_size_sum/ {batched = d}
+    END {printf "sql_per_intent=%.1f append_step_mean_us=%.0f commits_per_intent=%.3f writes_per_commit=%.1f\n", calls / n, steps ? steps_s / steps * 1e6 : 0, commits / n, commits ? batched / commits : 0}' "$1" "$2"
 }
 # quantiles BUCKETS: p50, p99 (linear within a bucket, as Prometheus' histogram_quantile), the
 # share of steps at or under 1 ms, the mean and the count.
@@ -256,11 +259,11 @@ agentd_round() {  # agentd_round KEY [perf]: with perf, perf record agentd durin
   q=$(quantiles "$tmp/buckets")
   for k in p50_us p99_us le1ms mean_us steps; do R[$key.step_$k]=$(field "$k" "$q"); done
   q=$(store_calls "$tmp/metrics-before" "$tmp/metrics-after" "$n")
-  for k in sql_per_intent append_step_mean_us; do R[$key.$k]=$(field "$k" "$q"); done
-  printf '%-9s %8s intents/s  %6s s  errors %s  latency p50 %s ms p99 %s ms  step overhead p50 %s us p99 %s us mean %s us (%s steps, %.2f%% <= 1 ms)  append_step %s us mean (%s SQL calls per intent)  CPU ms: agentd %s, its MCP child %s, fake_llm %s, load.mjs %s, idle %s  VmHWM %s KiB  (load %s)%s\n' \
+  for k in sql_per_intent append_step_mean_us commits_per_intent writes_per_commit; do R[$key.$k]=$(field "$k" "$q"); done
+  printf '%-9s %8s intents/s  %6s s  errors %s  latency p50 %s ms p99 %s ms  step overhead p50 %s us p99 %s us mean %s us (%s steps, %.2f%% <= 1 ms)  append_step %s us mean (%s SQL calls, %s commits per intent)  CPU ms: agentd %s, its MCP child %s, fake_llm %s, load.mjs %s, idle %s  VmHWM %s KiB  (load %s)%s\n' \
     "$key" "${R[$key.intents_per_sec]}" "${R[$key.seconds]}" "${R[$key.errors]}" "${R[$key.p50_ms]}" "${R[$key.p99_ms]}" \
     "${R[$key.step_p50_us]}" "${R[$key.step_p99_us]}" "${R[$key.step_mean_us]}" "${R[$key.step_steps]}" \
-    "$(awk -v f="${R[$key.step_le1ms]}" 'BEGIN {print f * 100}')" "${R[$key.append_step_mean_us]}" "${R[$key.sql_per_intent]}" \
+    "$(awk -v f="${R[$key.step_le1ms]}" 'BEGIN {print f * 100}')" "${R[$key.append_step_mean_us]}" "${R[$key.sql_per_intent]}" "${R[$key.commits_per_intent]}" \
     "${R[$key.cpu_ms]}" "${R[$key.children_cpu_ms]}" "${R[$key.fake_cpu_ms]}" "${R[$key.client_cpu_ms]}" "${R[$key.idle_ms]}" \
     "${R[$key.rss_peak_kb]}" "${R[$key.load]}" \
     "$([ "${R[$key.errors]}" != 0 ] && echo "  first error: ${R[$key.first_error]}")"
@@ -364,7 +367,7 @@ row() {  # row KEY LABEL
   [ -n "$ss" ] && row "$ss" "Agents SDK, run(..., {stream: true})"
   echo
   echo "agentd's step overhead (agentd_agent_step_overhead_seconds over the median round, ${R[$a.step_steps]} steps): p50 ${R[$a.step_p50_us]} µs, p99 ${R[$a.step_p99_us]} µs (interpolated within the histogram's buckets), mean ${R[$a.step_mean_us]} µs; $(awk -v f="${R[$a.step_le1ms]}" 'BEGIN {printf "%.2f", f * 100}')% of steps at or under 1 ms."
-  echo "agentd's durable records in that round: ${R[$a.sql_per_intent]} SQL calls per intent (SQLite, one transaction each), append_step ${R[$a.append_step_mean_us]} µs on average (the wait for the one writer connection included)."
+  echo "agentd's durable records in that round: ${R[$a.sql_per_intent]} SQL calls per intent, ${R[$a.commits_per_intent]} SQLite commits per intent (${R[$a.writes_per_commit]} writes per group commit on average), append_step ${R[$a.append_step_mean_us]} µs on average (the wait for the writer's commit included)."
   echo "CPU time over that round: agentd ${R[$a.cpu_ms]} ms, its server-everything child ${R[$a.children_cpu_ms]} ms, fake_llm ${R[$a.fake_cpu_ms]} ms, load.mjs ${R[$a.client_cpu_ms]} ms; both CPUs idle ${R[$a.idle_ms]} ms of $(awk -v s="${R[$a.seconds]}" -v c="$(nproc)" 'BEGIN {printf "%.0f", s * c * 1000}') ms."
   echo "agentd's VmRSS after the warm-up $(mib "${R[agentd.rss_idle_kb]}"), peak during the median round $(mib "${R[$a.rss_peak_kb]}") (VmHWM, reset before each round); the SDK's peak is its process's maxRSS (its MCP child not counted, nor agentd's)."
   echo

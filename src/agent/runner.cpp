@@ -420,6 +420,22 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     return it == replay_.end() ? nullptr : &it->second;
   }
 
+  Clock::duration external_time() const {
+    return external_total_ + (external_in_flight_ > 0 ? Clock::now() - external_since_ : Clock::duration{});
+  }
+  // Held around a call to the model or a tool (not around what agentd does with the result).
+  struct ExternalSpan {
+    explicit ExternalSpan(RunImpl& r) : run(r) {
+      if (run.external_in_flight_++ == 0) run.external_since_ = Clock::now();
+    }
+    ~ExternalSpan() {
+      if (--run.external_in_flight_ == 0) run.external_total_ += Clock::now() - run.external_since_;
+    }
+    ExternalSpan(const ExternalSpan&) = delete;
+    ExternalSpan& operator=(const ExternalSpan&) = delete;
+    RunImpl& run;
+  };
+
   // Records a step; false (and the run is abandoned) when the store refuses it.
   asio::awaitable<bool> record(const std::string& path, std::string kind, json data) {
     data["path"] = path;
@@ -804,8 +820,11 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     bool reasked = false;
     Budget spent_here;
     for (int iter = 1; iter <= a.max_iterations; ++iter) {
+      // Overhead = the step's wall time minus model and tool time measured around the calls
+      // themselves: the records' waits, events and tool-result bookkeeping count.
       auto t0 = Clock::now();
-      std::chrono::nanoseconds waited{0};
+      auto ext0 = external_time();
+      auto overhead = [&] { return Clock::now() - t0 - (external_time() - ext0); };
       if (cancel_->cancelled()) co_return stopped_error();
       std::string llm_path = path + "/llm" + std::to_string(iter);
       json msg;
@@ -814,10 +833,8 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
         account((*r).value("usage", json()), (*r).value("cost_usd", 0.0), spent_here);
       } else {
         json choice = tool_defs.empty() ? json() : json("auto");
-        auto tm = Clock::now();
         auto turn = co_await call_model(a.model, messages, tool_defs, choice, &a, a.name, llm_path, true, a.budget,
                                         &spent_here, schema.is_null() ? nullptr : &schema);
-        waited += Clock::now() - tm;
         if (!turn) co_return turn.error();
         msg = turn->message;
         json data = {{"agent", a.name}, {"message", msg}, {"usage", turn->usage}, {"cost_usd", turn->cost}};
@@ -844,12 +861,12 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
             messages.push_back({{"role", "user"},
                                 {"content", "Your answer does not match the required JSON Schema (" + problem +
                                                 "). Answer again with only a JSON object that matches:\n" + schema.dump()}});
-            host_.observe_overhead(Clock::now() - t0 - waited);
+            host_.observe_overhead(overhead());
             continue;
           }
           text = parsed.dump();
         }
-        host_.observe_overhead(Clock::now() - t0 - waited);
+        host_.observe_overhead(overhead());
         co_return text;
       }
       if (top && chat_) {
@@ -865,14 +882,12 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
           co_return Error{200, "the client's tools were called", "client_tool_calls", ""};
         }
       }
-      auto tt = Clock::now();
       auto results = co_await run_tools(a, how, calls, path + "/t" + std::to_string(iter));
-      waited += Clock::now() - tt;
       if (cancel_->cancelled()) co_return stopped_error();
       for (std::size_t i = 0; i < calls.size(); ++i) {
         messages.push_back({{"role", "tool"}, {"tool_call_id", calls[i].id}, {"content", results[i]}});
       }
-      host_.observe_overhead(Clock::now() - t0 - waited);
+      host_.observe_overhead(overhead());
     }
     co_return Error{422, "agent " + a.name + " reached max_iterations (" + std::to_string(a.max_iterations) +
                              ") without a final answer",
@@ -973,6 +988,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       using namespace asio::experimental::awaitable_operators;
       auto waiter = std::make_shared<asio::steady_timer>(ex_, timeout);
       auto handle = cancel_->on_cancel([waiter] { waiter->cancel(); });
+      ExternalSpan model_time(*this);
       auto first = co_await (host_.deps().gateway.chat_stream(ctx, std::move(req)) ||
                              waiter->async_wait(asio::as_tuple(asio::use_awaitable)));
       cancel_->forget(handle);
@@ -998,7 +1014,10 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     json calls = json::array();
     json usage;
     for (;;) {
+      std::optional<ExternalSpan> model_time;
+      model_time.emplace(*this);
       auto next = co_await s->next();
+      model_time.reset();
       if (!next) {
         cancel_->forget(handle);
         if (cancel_->cancelled()) co_return stopped_error();
@@ -1136,6 +1155,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
           timed_out = true;
           child->cancel();
         });
+        ExternalSpan tool_time(*self);
         result = co_await it->second.source->call(call.name, std::move(args), std::move(ctx));
       }
       self->cancel_->forget(handle);
@@ -1341,6 +1361,12 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
   bool done_ = false;
   std::unordered_map<std::string, json> replay_;
   std::int64_t seq_ = 0;
+  // Model and tool time: the clock runs while at least one model or tool call is in flight
+  // (parallel tool calls overlap and count once). A step's overhead is its wall time minus the
+  // time this clock ran in it, so it includes waiting for the step's records and events.
+  int external_in_flight_ = 0;
+  Clock::time_point external_since_;
+  Clock::duration external_total_{};
   AsyncLock step_lock_;
   std::deque<std::string> outbox_;
   bool writing_ = false;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <charconv>
 #include <ctime>
@@ -201,6 +202,29 @@ struct Outcome {
   std::string detail;
 };
 
+// The caller's error for a database failure that is not retried.
+error_code error_for(DbError::Kind kind) {
+  using K = DbError::Kind;
+  switch (kind) {
+    case K::connect:
+    case K::broken:
+    case K::retry:
+    case K::busy:
+      return make_error_code(Errc::unavailable);
+    case K::timeout:
+      return make_error_code(Errc::timeout);
+    case K::unique:
+      return make_error_code(Errc::conflict);
+    case K::foreign_key:
+      return make_error_code(Errc::not_found);
+    case K::invalid:
+      return make_error_code(Errc::bad_request);
+    case K::other:
+      return make_error_code(Errc::internal);
+  }
+  return make_error_code(Errc::internal);
+}
+
 Outcome work(const Connector& connect, Slot& slot, Access access, bool idempotent,
              const Body& body) {
   Outcome o;
@@ -252,27 +276,10 @@ Outcome work(const Connector& connect, Slot& slot, Access access, bool idempoten
           }
           o.ec = make_error_code(Errc::unavailable);
           return o;
-        case K::busy:
-          o.ec = make_error_code(Errc::unavailable);
-          return o;
-        case K::timeout:
-          o.ec = make_error_code(Errc::timeout);
-          return o;
-        case K::unique:
-          o.ec = make_error_code(Errc::conflict);
-          return o;
-        case K::foreign_key:
-          o.ec = make_error_code(Errc::not_found);
-          return o;
-        case K::invalid:
-          o.ec = make_error_code(Errc::bad_request);
-          return o;
-        case K::other:
-          o.ec = make_error_code(Errc::internal);
+        default:
+          o.ec = error_for(e.kind);
           return o;
       }
-      o.ec = make_error_code(Errc::internal);
-      return o;
     } catch (const std::exception& e) {
       // A bug or a stored value we cannot read: never retried.
       if (slot.conn) slot.conn->rollback();
@@ -283,7 +290,116 @@ Outcome work(const Connector& connect, Slot& slot, Access access, bool idempoten
   }
 }
 
+// One write of a group commit, as the blocking thread sees it.
+struct BatchEntry {
+  Body body;
+  bool idempotent = true;
+};
+
+// Failures that end one statement but leave the transaction usable (SQLite rolls back only
+// the statement); anything else ends the whole group.
+bool statement_level(DbError::Kind k) {
+  using K = DbError::Kind;
+  return k == K::unique || k == K::foreign_key || k == K::invalid || k == K::other;
+}
+
+// A group commit: every entry in one write transaction and one commit (one fdatasync), each
+// inside its own savepoint, so an entry that fails (an error it returns, a constraint a
+// statement breaks) is rolled back alone and the others still commit. When the transaction as
+// a whole fails (storage error, the connection died, the commit failed), nothing of it is
+// stored: each entry then runs alone in its own transaction, so every caller hears its own
+// true outcome. Runs on a blocking thread; `fell_back` tells the metrics.
+std::vector<Outcome> work_batch(const Connector& connect, Slot& slot,
+                                const std::vector<BatchEntry>& batch, bool& fell_back) {
+  std::vector<Outcome> out(batch.size());
+  if (batch.size() == 1) {
+    out[0] = work(connect, slot, Access::write, batch[0].idempotent, batch[0].body);
+    return out;
+  }
+  enum class Stage { begin, bodies, commit } stage = Stage::begin;
+  std::optional<DbError::Kind> kind;  // of the failure that ended the group
+  std::string why;
+  try {
+    if (!slot.conn || !slot.conn->usable()) {
+      slot.conn.reset();
+      slot.conn = connect(Access::write);
+    }
+    Conn& c = *slot.conn;
+    c.begin(Access::write);
+    stage = Stage::bodies;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      c.exec_script("SAVEPOINT agentd_write");
+      error_code ec;
+      try {
+        ec = batch[i].body(c);
+      } catch (const DbError& e) {
+        if (!statement_level(e.kind)) throw;
+        ec = error_for(e.kind);
+        out[i].detail = e.what();
+      } catch (const std::exception& e) {
+        ec = make_error_code(Errc::internal);  // a bug or a stored value we cannot read
+        out[i].detail = e.what();
+      }
+      // Throws ("no such savepoint") when the error rolled back the whole transaction.
+      c.exec_script(ec ? "ROLLBACK TO agentd_write; RELEASE agentd_write"
+                       : "RELEASE agentd_write");
+      out[i].ec = ec;
+    }
+    stage = Stage::commit;
+    c.commit();
+    return out;
+  } catch (const DbError& e) {
+    kind = e.kind;
+    why = e.what();
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  if (slot.conn) slot.conn->rollback();
+  using K = DbError::Kind;
+  if (stage == Stage::begin && kind && *kind != K::broken) {
+    // Nothing ran (database unreachable, or locked by another process beyond busy_timeout):
+    // every entry alone would meet the same, one busy_timeout after the other.
+    if (*kind == K::connect) slot.conn.reset();
+    for (auto& o : out) {
+      o = Outcome();
+      o.ec = error_for(*kind);
+      o.connect_failed = *kind == K::connect;
+      o.detail = why;
+    }
+    return out;
+  }
+  fell_back = true;
+  // A connection lost during COMMIT leaves the outcome unknown: only idempotent work is
+  // repeated (as work() does), the rest hears unavailable.
+  bool unknown = stage == Stage::commit && kind && *kind == K::broken;
+  if (kind && *kind == K::broken) slot.conn.reset();
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (unknown && !batch[i].idempotent) {
+      out[i] = Outcome();
+      out[i].ec = make_error_code(Errc::unavailable);
+      out[i].connect_failed = true;
+      out[i].detail = why;
+      continue;
+    }
+    out[i] = work(connect, slot, Access::write, batch[i].idempotent, batch[i].body);
+  }
+  return out;
+}
+
 }  // namespace
+
+// One write waiting for the group commit. Loop thread only.
+struct Executor::PendingWrite {
+  PendingWrite(const asio::any_io_executor& ex, const char* o, bool idem, Body b)
+      : timer(ex), op(o), idempotent(idem), body(std::move(b)), started(Clock::now()) {}
+  asio::steady_timer timer;
+  const char* op;
+  bool idempotent;
+  Body body;
+  Clock::time_point started;
+  enum class Stage { queued, running, done } stage = Stage::queued;
+  Outcome outcome;
+};
 
 struct Executor::State {
   State(std::string name, Connector c, std::size_t read_slots, std::size_t write_slots,
@@ -330,6 +446,25 @@ struct Executor::State {
         .inc(n);
   }
 
+  // What every call does once its outcome is known: availability, retries, logs, metrics.
+  void settle(const char* op, const Outcome& o, Clock::time_point started) {
+    if (o.connect_failed) {
+      mark_down(o.detail);
+    } else {
+      mark_up();
+    }
+    retried("serialization", o.serialization_retries);
+    retried("reconnect", o.reconnects);
+    if (o.ec == make_error_code(Errc::internal)) {
+      spdlog::error("store: {} {} failed: {}", backend, op, o.detail);
+    } else if (o.ec == make_error_code(Errc::unavailable) && !o.connect_failed) {
+      spdlog::warn("store: {} {}: {}", backend, op, o.detail);
+    } else if (o.ec && !o.detail.empty()) {
+      spdlog::debug("store: {} {}: {}", backend, op, o.detail);
+    }
+    count(op, o.ec, Clock::now() - started);
+  }
+
   void mark_down(const std::string& why) {
     if (!down) spdlog::warn("store: {} unavailable: {}", backend, why);
     down = true;
@@ -362,6 +497,10 @@ struct Executor::State {
   std::chrono::milliseconds backoff{0};
   std::string last_error;
   std::map<std::string, core::Histogram*, std::less<>> op_seconds;
+  // Group commit (SQLite's one writer): writes wait here, oldest first, for the writer loop,
+  // which runs while the queue is not empty.
+  std::deque<std::shared_ptr<PendingWrite>> write_queue;
+  bool writer_running = false;
 };
 
 namespace {
@@ -397,6 +536,103 @@ RecordsHealth Executor::health() const {
   return h;
 }
 
+namespace {
+
+// Runs what the queue holds, up to kMaxWriteBatch writes per transaction, until it is empty;
+// each write's caller is woken after its batch committed (or failed).
+asio::awaitable<void> write_loop(std::shared_ptr<Executor::State> st, core::BlockingPool& pool) {
+  using Stage = Executor::PendingWrite::Stage;
+  auto& sizes = st->metrics.histogram(
+      "agentd_store_sql_write_batch_size", "Writes committed together in one transaction",
+      {1, 2, 4, 8, 16, 32, 64, 128, 256}, {{"backend", st->backend}});
+  auto& fallbacks = st->metrics.counter(
+      "agentd_store_sql_write_batch_fallbacks_total",
+      "Group commits that failed as a whole, their writes then run one by one",
+      {{"backend", st->backend}});
+  while (!st->write_queue.empty()) {
+    std::vector<std::shared_ptr<Executor::PendingWrite>> taken;
+    std::vector<BatchEntry> entries;
+    while (!st->write_queue.empty() && taken.size() < Executor::kMaxWriteBatch) {
+      auto w = std::move(st->write_queue.front());
+      st->write_queue.pop_front();
+      st->waiting.dec();
+      w->stage = Stage::running;
+      entries.push_back(BatchEntry{std::move(w->body), w->idempotent});
+      taken.push_back(std::move(w));
+    }
+    Slot* slot = st->write->slots.front().get();  // only this loop uses the writer
+    auto fell_back = std::make_shared<bool>(false);
+    auto job = [st, slot, batch = std::move(entries), fell_back]() {
+      return work_batch(st->connect, *slot, batch, *fell_back);
+    };
+    Result<std::vector<Outcome>> result = make_error_code(Errc::internal);
+    st->in_use.inc();
+    try {
+      result = co_await pool.run(std::move(job));
+    } catch (const std::exception& e) {
+      spdlog::error("store: {} group commit failed: {}", st->backend, e.what());
+    }
+    st->in_use.dec();
+    sizes.observe(static_cast<double>(taken.size()));
+    if (*fell_back) fallbacks.inc();
+    for (std::size_t i = 0; i < taken.size(); ++i) {
+      auto& w = *taken[i];
+      if (result) {
+        w.outcome = std::move((*result)[i]);
+      } else {
+        w.outcome.ec = result.error();  // the blocking pool's own bound
+      }
+      st->settle(w.op, w.outcome, w.started);
+      w.stage = Stage::done;
+      w.timer.cancel();
+    }
+  }
+  st->writer_running = false;
+}
+
+}  // namespace
+
+asio::awaitable<error_code> Executor::group_write(std::shared_ptr<State> st, const char* op,
+                                                  bool idempotent, Body body) {
+  using Stage = PendingWrite::Stage;
+  auto ex = co_await asio::this_coro::executor;
+  auto w = std::make_shared<PendingWrite>(ex, op, idempotent, std::move(body));
+  st->write_queue.push_back(w);
+  st->waiting.inc();
+  if (!st->writer_running) {
+    st->writer_running = true;
+    // Owned by the executor's state: it ends when the queue is empty. It does not throw (a
+    // failed batch is each caller's error), so the handler only reports a bug.
+    asio::co_spawn(ex, write_loop(st, pool_), [st](std::exception_ptr e) {
+      if (!e) return;
+      st->writer_running = false;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        spdlog::error("store: {} writer stopped: {}", st->backend, x.what());
+      }
+    });
+  }
+  w->timer.expires_after(st->pool_timeout);
+  co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (w->stage == Stage::queued) {
+    // Not taken within pool_timeout (the writer is stuck behind a lock or a slow disk).
+    std::erase(st->write_queue, w);
+    st->waiting.dec();
+    spdlog::warn("store: {} {}: no free connection within {} ms", st->backend, op,
+                 st->pool_timeout.count());
+    auto ec = make_error_code(Errc::unavailable);
+    st->count(op, ec, Clock::now() - w->started);
+    co_return ec;
+  }
+  // In a batch: its outcome is what the caller must hear, however long the commit takes.
+  while (w->stage != Stage::done) {
+    w->timer.expires_at(asio::steady_timer::time_point::max());
+    co_await w->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_return w->outcome.ec;
+}
+
 asio::awaitable<error_code> Executor::run(const char* op, Access access, bool idempotent,
                                           Body body) {
   auto st = state_;
@@ -407,6 +643,7 @@ asio::awaitable<error_code> Executor::run(const char* op, Access access, bool id
     st->count(op, ec, Clock::now() - started);
     co_return ec;
   }
+  if (access != Access::read && st->write) co_return co_await group_write(st, op, idempotent, std::move(body));
   SlotPool& pool = st->pool_for(access);
   Lease lease{st, &pool, nullptr};
   if (!pool.free.empty() && pool.waiters.empty()) {
@@ -440,23 +677,8 @@ asio::awaitable<error_code> Executor::run(const char* op, Access access, bool id
     st->count(op, result.error(), Clock::now() - started);
     co_return result.error();
   }
-  Outcome& o = *result;
-  if (o.connect_failed) {
-    st->mark_down(o.detail);
-  } else {
-    st->mark_up();
-  }
-  st->retried("serialization", o.serialization_retries);
-  st->retried("reconnect", o.reconnects);
-  if (o.ec == make_error_code(Errc::internal)) {
-    spdlog::error("store: {} {} failed: {}", st->backend, op, o.detail);
-  } else if (o.ec == make_error_code(Errc::unavailable) && !o.connect_failed) {
-    spdlog::warn("store: {} {}: {}", st->backend, op, o.detail);
-  } else if (o.ec && !o.detail.empty()) {
-    spdlog::debug("store: {} {}: {}", st->backend, op, o.detail);
-  }
-  st->count(op, o.ec, Clock::now() - started);
-  co_return o.ec;
+  st->settle(op, *result, started);
+  co_return result->ec;
 }
 
 }  // namespace sql

@@ -87,8 +87,9 @@ std::string redact_conninfo(const std::string& conninfo);
 using Body = std::function<boost::system::error_code(Conn&)>;
 
 // Runs bodies on the blocking pool, each on a connection leased from a bounded pool (callers
-// beyond it wait on the loop, up to pool_timeout); retries serialization failures and
-// deadlocks, reconnects once on a dropped connection for idempotent work, and fails fast with
+// beyond it wait on the loop, up to pool_timeout) or, for writes with a writer pool (SQLite),
+// group-committed by one writer loop (work_batch in records.cpp); retries serialization
+// failures and deadlocks, reconnects once on a dropped connection for idempotent work, and fails fast with
 // unavailable while the database is down (then tries again after a short backoff).
 class Executor {
  public:
@@ -104,8 +105,15 @@ class Executor {
   const std::string& backend() const noexcept;
 
   struct State;
+  struct PendingWrite;
+  // With a writer pool (SQLite) writes are group-committed: the writer takes every write
+  // waiting for it, up to this many, into one transaction with one commit.
+  static constexpr std::size_t kMaxWriteBatch = 256;
 
  private:
+  asio::awaitable<boost::system::error_code> group_write(std::shared_ptr<State> st,
+                                                         const char* op, bool idempotent,
+                                                         Body body);
   std::shared_ptr<State> state_;
   core::BlockingPool& pool_;
 };

@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "support/fake_llm.hpp"
@@ -495,6 +496,41 @@ TEST(AgentToolLoop, EchoThroughServerEverythingEndToEnd) {
   std::vector<std::string> kinds;
   for (const auto& st : got["steps"]) kinds.push_back(st["kind"].get<std::string>());
   EXPECT_EQ(kinds, (std::vector<std::string>{"llm", "tool_result", "llm", "message"}));
+}
+
+// A metric's value from /metrics (Prometheus text), -1 when absent.
+double metric(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+TEST(AgentMetrics, StepOverheadLeavesOutModelAndToolTimeAndReadsUpToSeconds) {
+  Agentd d({true, ""});
+  d.wait_tool("everything__echo");
+  auto slow_call = Action::tools({tool("everything__echo", R"({"message":"slow"})", "call_s1")});
+  slow_call.delay = 400ms;
+  auto slow_reply = Action::reply("done");
+  slow_reply.delay = 400ms;
+  d.fake.script({slow_call, slow_reply});
+  auto r = d.call("POST", "/v1/intents", json{{"intent", "be slow"}, {"agent", "tooler"}}.dump());
+  ASSERT_EQ(r.status, 202) << r.body;
+  auto started = json::parse(r.body, nullptr, false);
+  // Recorded as running from the start: no separate accepted -> running write.
+  EXPECT_EQ(started["status"], "running");
+  auto done = d.wait_status(started.value("id", ""), "completed");
+  ASSERT_EQ(done["status"], "completed") << done.dump();
+  auto m = d.call("GET", "/metrics").body;
+  // Two model turns (the tool call, then the answer); 800 ms of model time is not overhead,
+  // while each turn's records are.
+  EXPECT_EQ(metric(m, "agentd_agent_step_overhead_seconds_count"), 2);
+  double sum = metric(m, "agentd_agent_step_overhead_seconds_sum");
+  EXPECT_GT(sum, 0);
+  EXPECT_LT(sum, 0.6);  // well below the 0.8 s the model took, even on a loaded ASan build
+  // Buckets up to seconds, so that a p99 of queued records can be read.
+  EXPECT_GE(metric(m, "agentd_agent_step_overhead_seconds_bucket{le=\"5\"}"), 2) << m;
 }
 
 TEST(AgentToolLoop, ParallelToolCallsRunConcurrentlyUnlessTheAgentSaysNot) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include "agentd/store/records.hpp"
 
@@ -53,11 +54,34 @@ asio::awaitable<std::string> write_records(store::Records& r, std::string id) {
   co_return "";
 }
 
+// 200 intents with two steps each, all at once (SQLite group-commits them); "" when every
+// write was acknowledged.
+asio::awaitable<std::string> write_one(store::Records* r, std::string id) {
+  store::Intent in;
+  in.id = id;
+  in.client = "crash";
+  in.agent = "coder";
+  in.status = store::IntentStatus::running;
+  in.input = {{"intent", id}};
+  auto created = co_await r->create_intent(in);
+  if (!created) co_return "create_intent: " + created.error().message();
+  for (std::int64_t seq = 1; seq <= 2; ++seq) {
+    store::Step step;
+    step.intent_id = id;
+    step.seq = seq;
+    step.kind = "llm";
+    step.data = {{"seq", seq}};
+    auto appended = co_await r->append_step(step);
+    if (!appended) co_return "append_step: " + appended.error().message();
+  }
+  co_return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    std::cerr << "usage: store_sql_helper migrate|write DATA_DIR URL|- START_MS|INTENT_ID\n";
+    std::cerr << "usage: store_sql_helper migrate|write|write-many DATA_DIR URL|- START_MS|INTENT_ID\n";
     return 2;
   }
   std::string mode = argv[1];
@@ -71,6 +95,29 @@ int main(int argc, char** argv) {
       auto status = store::migrate(config);
       std::cout << "migrated " << status.migrations.size() << " pending " << status.pending()
                 << std::endl;
+      return 0;
+    }
+    if (mode == "write-many") {
+      asio::io_context io;
+      core::BlockingPool pool(2, 1024);
+      core::Registry metrics;
+      auto records = store::make_records(config, pool, metrics);
+      std::vector<std::future<std::string>> writes;
+      for (int i = 0; i < 200; ++i) {
+        writes.push_back(asio::co_spawn(
+            io, write_one(records.get(), std::string(argv[4]) + "-" + std::to_string(i)),
+            asio::use_future));
+      }
+      io.run();
+      for (auto& w : writes) {
+        auto failure = w.get();
+        if (!failure.empty()) {
+          std::cerr << failure << "\n";
+          return 1;
+        }
+      }
+      std::cout << "acked" << std::endl;                     // every write above is committed
+      std::this_thread::sleep_for(std::chrono::minutes(5));  // the test kills us
       return 0;
     }
     if (mode == "write") {

@@ -1171,6 +1171,171 @@ TEST_P(RecordsTest, CallersBeyondThePoolWaitAndGiveUpAfterPoolTimeout) {
   EXPECT_TRUE(loop().call(records().create_intent(in)));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Group commit (SQLite: the writer takes every write waiting for it into one transaction;
+// PostgreSQL: concurrent transactions on the pool). Both must give each caller its own truth.
+
+// Creates an intent with one step; then reads both back through a reader connection, which
+// sees only committed data: found means the write was committed before its caller heard so.
+asio::awaitable<std::string> write_then_read(Records* r, std::string id) {
+  Intent in;
+  in.id = id;
+  in.client = "group";
+  in.agent = "coder";
+  in.status = IntentStatus::running;
+  in.input = {{"intent", id}};
+  auto created = co_await r->create_intent(in);
+  if (!created) co_return "create_intent: " + created.error().message();
+  auto seen = co_await r->get_intent(id);
+  if (!seen) co_return "created but not committed: " + seen.error().message();
+  Step s;
+  s.intent_id = id;
+  s.seq = 1;
+  s.kind = "llm";
+  s.data = {{"n", id}};
+  auto appended = co_await r->append_step(s);
+  if (!appended) co_return "append_step: " + appended.error().message();
+  auto steps = co_await r->list_steps(id, 0);
+  if (!steps || steps->size() != 1) co_return "step acknowledged but not committed";
+  co_return "";
+}
+
+core::Histogram& batch_sizes(Instance& inst) {
+  return inst.metrics.histogram("agentd_store_sql_write_batch_size", "",
+                                {1, 2, 4, 8, 16, 32, 64, 128, 256}, {{"backend", "sqlite"}});
+}
+
+TEST_P(RecordsTest, ConcurrentWritesAllCompleteEachOnlyAfterItsCommit) {
+  records();
+  constexpr int kWriters = 300;  // more than one batch's bound (256)
+  // SQLite: another connection holds the write lock for a moment, so that the writes pile up
+  // behind the writer and go out in few, large batches.
+  std::unique_ptr<LockHolder> holder;
+  if (!postgres()) holder = std::make_unique<LockHolder>(config_);
+  std::vector<std::future<std::string>> writers;
+  for (int i = 0; i < kWriters; ++i) {
+    writers.push_back(loop().start(write_then_read(&records(), "group-" + std::to_string(i))));
+  }
+  if (holder) {
+    std::this_thread::sleep_for(300ms);
+    holder->release();
+  }
+  for (auto& w : writers) {
+    ASSERT_EQ(w.wait_for(60s), std::future_status::ready);
+    EXPECT_EQ(w.get(), "");
+  }
+  auto unfinished = call(records().list_unfinished_intents(1000));
+  ASSERT_TRUE(unfinished);
+  EXPECT_EQ(unfinished->size(), static_cast<std::size_t>(kWriters));
+  if (!postgres()) {
+    // 600 writes; with group commit, far fewer transactions, none above the bound.
+    auto& sizes = batch_sizes(*instances_.front());
+    std::cout << "sqlite: " << 2 * kWriters << " writes in " << sizes.count() << " commits\n";
+    EXPECT_LT(sizes.count(), static_cast<std::uint64_t>(kWriters));
+    EXPECT_GT(sizes.bucket(8), 0u) << "no batch of more than 128 writes";  // (128, 256]
+    EXPECT_EQ(sizes.bucket(9), 0u) << "a batch above kMaxWriteBatch";      // > 256
+  }
+}
+
+asio::awaitable<Result<Step>> append(Records* r, std::string intent_id, std::int64_t seq) {
+  Step s;
+  s.intent_id = std::move(intent_id);
+  s.seq = seq;
+  s.kind = "tool_result";
+  s.data = {{"seq", seq}};
+  co_return co_await r->append_step(std::move(s));
+}
+
+asio::awaitable<Result<Intent>> create_again(Records* r, Intent in) {
+  co_return co_await r->create_intent(std::move(in));
+}
+
+asio::awaitable<Result<bool>> link(Records* r, std::string intent_id, std::string artifact_id) {
+  co_return co_await r->link_intent_artifact(std::move(intent_id), std::move(artifact_id), "input");
+}
+
+TEST_P(RecordsTest, OneFailingWriteDoesNotPoisonTheOthersInItsGroup) {
+  std::vector<Intent> intents;
+  for (int i = 0; i < 40; ++i) intents.push_back(intent());
+  std::unique_ptr<LockHolder> holder;
+  if (!postgres()) holder = std::make_unique<LockHolder>(config_);
+  // Good and bad writes interleaved, all waiting for the writer at once: a statement that
+  // breaks a foreign key (throws inside the transaction), a body that answers conflict, a
+  // step out of order.
+  std::vector<std::future<Result<Step>>> good;
+  std::vector<std::future<Result<Step>>> unknown_intent;
+  std::vector<std::future<Result<Step>>> out_of_order;
+  std::vector<std::future<Result<Intent>>> clashing;
+  std::vector<std::future<Result<bool>>> dangling_link;
+  for (std::size_t i = 0; i < intents.size(); ++i) {
+    good.push_back(loop().start(append(&records(), intents[i].id, 1)));
+    if (i % 8 == 0) {
+      unknown_intent.push_back(loop().start(append(&records(), "no-such-intent-" + std::to_string(i), 1)));
+      out_of_order.push_back(loop().start(append(&records(), intents[i].id, 3)));
+      Intent clash = intents[i];
+      clash.input = {{"intent", "something else"}};
+      clashing.push_back(loop().start(create_again(&records(), clash)));
+      dangling_link.push_back(loop().start(link(&records(), intents[i].id, "no-such-artifact")));
+    }
+  }
+  if (holder) {
+    std::this_thread::sleep_for(300ms);
+    holder->release();
+  }
+  for (auto& f : good) {
+    ASSERT_EQ(f.wait_for(60s), std::future_status::ready);
+    auto r = f.get();
+    EXPECT_TRUE(r) << r.error().message();
+  }
+  for (auto& f : unknown_intent) EXPECT_EQ(f.get().error(), code(Errc::not_found));
+  for (auto& f : out_of_order) EXPECT_EQ(f.get().error(), code(Errc::conflict));
+  for (auto& f : clashing) EXPECT_EQ(f.get().error(), code(Errc::conflict));
+  for (auto& f : dangling_link) EXPECT_EQ(f.get().error(), code(Errc::not_found));
+  // What was acknowledged is there, exactly once; what failed left nothing.
+  for (const auto& in : intents) {
+    auto steps = call(records().list_steps(in.id, 0));
+    ASSERT_TRUE(steps);
+    ASSERT_EQ(steps->size(), 1u) << in.id;
+    EXPECT_EQ(steps->front().seq, 1);
+    auto got = call(records().get_intent(in.id));
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->input, in.input);
+    auto links = call(records().list_intent_artifacts(in.id));
+    ASSERT_TRUE(links);
+    EXPECT_TRUE(links->empty());
+  }
+  EXPECT_EQ(call(records().list_steps("no-such-intent-0", 0)).error(), code(Errc::not_found));
+  if (!postgres()) {
+    auto& sizes = batch_sizes(*instances_.front());
+    EXPECT_GT(sizes.bucket(5) + sizes.bucket(6) + sizes.bucket(7), 0u)
+        << "the writes did not meet in one group: the test proves nothing";
+    auto& fallbacks = instances_.front()->metrics.counter(
+        "agentd_store_sql_write_batch_fallbacks_total", "", {{"backend", "sqlite"}});
+    EXPECT_EQ(fallbacks.value(), 0.0) << "the failures should stay within their savepoints";
+  }
+}
+
+TEST_P(RecordsTest, ConcurrentAcknowledgedWritesSurviveSigkill) {
+  migrate(config_);
+  std::string prefix = "crash-" + new_id().substr(0, 8);
+  test::Process helper(
+      STORE_SQL_HELPER,
+      {"write-many", config_.data_dir, config_.postgres.empty() ? "-" : config_.postgres, prefix},
+      {}, {}, {}, dir_ + "/crash.err");
+  std::string seen;
+  ASSERT_TRUE(helper.wait_for_line("acked", 60s, &seen)) << seen << slurp(dir_ + "/crash.err");
+  helper.signal(SIGKILL);  // right after the last acknowledgement: no clean close
+  ASSERT_EQ(helper.wait(10s), 128 + SIGKILL);
+  for (int i = 0; i < 200; ++i) {
+    std::string id = prefix + "-" + std::to_string(i);
+    auto got = call(records().get_intent(id));
+    ASSERT_TRUE(got) << id << ": " << got.error().message();
+    auto steps = call(records().list_steps(id, 0));
+    ASSERT_TRUE(steps);
+    ASSERT_EQ(steps->size(), 2u) << id;
+  }
+}
+
 std::string backend_name(const ::testing::TestParamInfo<Backend>& info) {
   return info.param == Backend::sqlite ? "sqlite" : "postgres";
 }
