@@ -256,7 +256,11 @@ TEST(LogAndStoreSections, Validation) {
   EXPECT_EQ(shared.store.records.postgres, "postgresql://agentd@db/agentd");
   EXPECT_EQ(shared.store.records.pool_size, 8u);
   EXPECT_THAT(error_of("store: {redis: 'http://x'}\n"), HasSubstr("store.redis"));
-  EXPECT_THAT(error_of("store: {redis: 'rediss://x'}\n"), HasSubstr("store.redis"));
+  // Redis over TLS: rediss:// is taken; its TLS settings need it.
+  EXPECT_EQ(error_of("store: {redis: 'rediss://cache.internal:6380'}\n"), "");
+  EXPECT_THAT(error_of("store: {redis: 'rediss://'}\n"), HasSubstr("store.redis"));
+  EXPECT_THAT(error_of("store: {redis: 'redis://x', redis_tls: {ca_file: /tmp/ca.pem}}\n"),
+              HasSubstr("store.redis_tls"));
   EXPECT_THAT(error_of("store: {pool_size: 0}\n"), HasSubstr("store.pool_size"));
   EXPECT_THAT(error_of("store: {redis_url: x}\n"), HasSubstr("store.redis_url: unknown key"));
   EXPECT_THAT(error_of("store: {data_dir: ''}\n"), HasSubstr("store.data_dir: must not be empty"));
