@@ -11,7 +11,8 @@
 #                    --new-session, --cap-drop ALL, --hostname, /usr /etc /opt read-only, the
 #                    /bin /lib /lib64 /sbin symlinks, fresh /proc and /dev, a work dir bound at
 #                    /home/user and a tmp dir at /tmp, --clearenv + PATH/HOME/USER; then `true`
-#             shell  `same` running `/bin/bash -l -c true`, the command line the backend runs
+#             shell  `same` running `/bin/bash -c true`, the command line the backend runs
+#             login  `same` running `/bin/bash -l -c true` (the backend with login_shell: true)
 #   ttfb    time to the first stdout byte of `echo hi; sleep 1` (start -> first byte, and to the
 #           exit), through the backend (one sandbox) and through `same` bare bwrap
 #
@@ -142,11 +143,12 @@ for r in $(seq "$rounds"); do
   drive cycle "$per_round" "$tmp/sandboxes"
   SANDBOXBENCH_LABEL=min drive bare "$per_round" "${min[@]}"
   SANDBOXBENCH_LABEL=same drive bare "$per_round" "${same[@]}" true
-  SANDBOXBENCH_LABEL=shell drive bare "$per_round" "${same[@]}" /bin/bash -l -c true
+  SANDBOXBENCH_LABEL=shell drive bare "$per_round" "${same[@]}" /bin/bash -c true
+  SANDBOXBENCH_LABEL=login drive bare "$per_round" "${same[@]}" /bin/bash -l -c true
 done
 echo "== time to first byte of '$streamed', $ttfb_runs runs each"
 drive ttfb "$ttfb_runs" "$tmp/sandboxes" "$streamed"
-SANDBOXBENCH_LABEL=bare_ttfb drive bare_ttfb "$ttfb_runs" "${same[@]}" /bin/bash -l -c "$streamed"
+SANDBOXBENCH_LABEL=bare_ttfb drive bare_ttfb "$ttfb_runs" "${same[@]}" /bin/bash -c "$streamed"
 left=$(find "$tmp/sandboxes" -mindepth 1 -maxdepth 1 | wc -l)
 
 if [ "$profile" = 1 ]; then
@@ -180,7 +182,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "| &nbsp;&nbsp;kill (cgroups, files) | $(pct cycle.kill 0.5) | $(pct cycle.kill 0.99) |"
   echo "| bare \`bwrap --ro-bind / / true\` | $(pct min.total 0.5) | $(pct min.total 0.99) |"
   echo "| bare bwrap, the backend's flags, \`true\` | $(pct same.total 0.5) | $(pct same.total 0.99) |"
-  echo "| bare bwrap, the backend's flags, \`/bin/bash -l -c true\` | $(pct shell.total 0.5) | $(pct shell.total 0.99) |"
+  echo "| bare bwrap, the backend's flags, \`/bin/bash -c true\` | $(pct shell.total 0.5) | $(pct shell.total 0.99) |"
+  echo "| bare bwrap, the backend's flags, \`/bin/bash -l -c true\` (login_shell) | $(pct login.total 0.5) | $(pct login.total 0.99) |"
   echo
   p50=$(pct cycle.total 0.5)
   p99=$(pct cycle.total 0.99)
@@ -196,7 +199,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "| what | first byte p50 / p99 ms | exit p50 / p99 ms |"
   echo "|---|---|---|"
   echo "| agentd local backend (start -> first stdout event) | $(pct ttfb.first 0.5) / $(pct ttfb.first 0.99) | $(pct ttfb.exit 0.5) / $(pct ttfb.exit 0.99) |"
-  echo "| bare bwrap, the backend's flags, \`/bin/bash -l -c\` | $(pct bare_ttfb.first 0.5) / $(pct bare_ttfb.first 0.99) | $(pct bare_ttfb.exit 0.5) / $(pct bare_ttfb.exit 0.99) |"
+  echo "| bare bwrap, the backend's flags, \`/bin/bash -c\` | $(pct bare_ttfb.first 0.5) / $(pct bare_ttfb.first 0.99) | $(pct bare_ttfb.exit 0.5) / $(pct bare_ttfb.exit 0.99) |"
   echo
   echo "Sandbox directories left under the backend's root after the runs: $left."
   if [ -s "$tmp/profile.txt" ]; then

@@ -68,7 +68,7 @@ class SandboxTools final : public ToolSource {
       s.source = "sandbox";
       out.push_back(std::move(s));
     };
-    add("exec", "Run a shell command (bash -lc) in your sandbox, an isolated Linux machine with a "
+    add("exec", "Run a shell command (bash -c) in your sandbox, an isolated Linux machine with a "
                 "persistent work dir. Output is streamed to the user.",
         schema({{"cmd", {{"type", "string"}}},
                 {"cwd", {{"type", "string"}}},

@@ -45,6 +45,7 @@ Config parse_config(const core::ConfigNode& node, const std::string& data_dir) {
     l.root_dir = n->get_string("root_dir", l.root_dir);
     l.bwrap = n->get_string("bwrap", l.bwrap);
     l.allow_network = n->get_bool("allow_network", l.allow_network);
+    l.login_shell = n->get_bool("login_shell", l.login_shell);
     l.cpu_seconds = n->get_int("cpu_seconds", l.cpu_seconds, 1, 86400);
     l.memory_bytes = n->get_size("memory", l.memory_bytes);
     l.max_processes = n->get_int("max_processes", l.max_processes, 1, 100000);

@@ -11,10 +11,11 @@
 // and gid 1000 inside, all capabilities dropped, a new session, --die-with-parent; the host's
 // `read_only` paths bound read-only (plus the /bin, /lib, /lib64, /sbin symlinks or dirs),
 // fresh /proc and /dev; the environment cleared, then PATH, HOME, USER, the sandbox's env and
-// the command's env; `/bin/bash -l -c CMD` (or /bin/sh -c when the host has no bash). In the
-// pid namespace bwrap's init is pid 1 and the command pid 2; when the command ends, init ends
-// and the kernel kills whatever the command left, so the output pipes reach EOF. SIGKILL to the
-// bwrap child (a timeout, kill()) takes the whole namespace with it (die-with-parent).
+// the command's env; `/bin/bash -c CMD` (`-l` with login_shell; /bin/sh -c when the host has no
+// bash). In the pid namespace bwrap's init is pid 1 and the command pid 2; when the command
+// ends, init ends and the kernel kills whatever the command left, so the output pipes reach
+// EOF. SIGKILL to the bwrap child (a timeout, kill()) takes the whole namespace with it
+// (die-with-parent).
 // signal(sig) goes to the process group of the namespace's init (the command's group).
 //
 // Limits: in the child between fork and exec (Boost.Process's on_exec_setup) the process joins
@@ -1059,9 +1060,13 @@ class Core : public std::enable_shared_from_this<Core> {
     spdlog::info("sandbox: local backend in {} (cgroups: pids {}, memory {})", config_.root_dir,
                  plan_.pids_parent.empty() ? "-" : plan_.pids_parent,
                  plan_.memory_parent.empty() ? "-" : plan_.memory_parent);
-    shell_ = ::access("/usr/bin/bash", X_OK) == 0 || ::access("/bin/bash", X_OK) == 0
-                 ? std::vector<std::string>{"/bin/bash", "-l", "-c"}
-                 : std::vector<std::string>{"/bin/sh", "-c"};
+    if (::access("/usr/bin/bash", X_OK) != 0 && ::access("/bin/bash", X_OK) != 0) {
+      shell_ = {"/bin/sh", "-c"};
+    } else if (config_.login_shell) {
+      shell_ = {"/bin/bash", "-l", "-c"};
+    } else {
+      shell_ = {"/bin/bash", "-c"};
+    }
   }
 
   // Like a crash, minus running processes: files and cgroups stay for list()/kill().

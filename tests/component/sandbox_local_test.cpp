@@ -164,6 +164,41 @@ asio::awaitable<void> streams_in_order(SandboxLocal* t) {
 }
 TEST_F(SandboxLocal, StreamsOutputInOrder) { run(streams_in_order(this)); }
 
+// The command runs in exactly the environment agentd sets: a PATH from the sandbox's or the
+// command's env is the one it sees (a login shell would let the host's /etc/profile replace it).
+asio::awaitable<void> environment_is_agentds(SandboxLocal* t, std::string* out) {
+  sandbox::CreateOptions c;
+  c.owner = "test";
+  c.env["PATH"] = "/opt/tools/bin:/usr/bin:/bin";
+  auto sb = co_await t->backend->create(std::move(c));
+  CO_ASSERT_OK(sb);
+  auto r = co_await sh(*t->backend, sb->id, "echo \"$PATH|$HOME|$USER\"");
+  CO_ASSERT_OK(r);
+  EXPECT_EQ(r->exit_code, 0);
+  *out = r->stdout_text;
+  ExecOptions o;
+  o.cmd = "echo \"$PATH\"";
+  o.env["PATH"] = "/usr/local/bin:/usr/bin";
+  auto mine = co_await sandbox::run(*t->backend, sb->id, std::move(o));
+  CO_ASSERT_OK(mine);
+  *out += mine->stdout_text;
+}
+TEST_F(SandboxLocal, CommandsSeeTheEnvironmentAgentdSets) {
+  std::string out;
+  run(environment_is_agentds(this, &out));
+  EXPECT_EQ(out, "/opt/tools/bin:/usr/bin:/bin|/home/user|user\n/usr/local/bin:/usr/bin\n");
+}
+
+TEST_F(SandboxLocal, LoginShellRunsTheHostsProfile) {
+  config.local.login_shell = true;
+  backend = sandbox::make_local_backend(io.get_executor(), config, metrics);
+  std::string out;
+  run(environment_is_agentds(this, &out));
+  // Debian's /etc/profile sets PATH for every login shell, over what agentd passed.
+  EXPECT_EQ(out.find("/opt/tools/bin"), std::string::npos) << out;
+  EXPECT_NE(out.find("|/home/user|user\n"), std::string::npos) << out;
+}
+
 asio::awaitable<void> exit_codes_and_stdin(SandboxLocal* t) {
   auto id = co_await make(*t->backend);
   CO_ASSERT(!id.empty());

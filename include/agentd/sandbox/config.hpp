@@ -37,6 +37,9 @@ struct LocalConfig {
   std::uint64_t max_file_size = 256ull << 20;  // RLIMIT_FSIZE
   std::uint64_t max_disk = 1ull << 30;  // bytes under the work dir, checked on writes
   std::vector<std::string> read_only;   // host paths visible read-only (default: /usr, /etc ...)
+  // Run commands with `bash -l -c` (as E2B does): the host's /etc/profile runs first and, on
+  // Debian, replaces PATH. Off: `bash -c` in exactly the environment agentd sets.
+  bool login_shell = false;
 };
 
 struct Config {
