@@ -27,6 +27,82 @@ std::optional<std::chrono::milliseconds> parse_retry_after(const net::Headers& h
   return detail::parse_retry_after_at(headers, std::chrono::system_clock::now());
 }
 
+bool meaningful_chunk(const json& chunk) {
+  if (chunk.contains("usage") && !chunk["usage"].is_null()) return true;
+  auto choices = chunk.find("choices");
+  if (choices == chunk.end() || !choices->is_array()) return false;
+  for (const auto& c : *choices) {
+    if (c.contains("finish_reason") && !c["finish_reason"].is_null()) return true;
+    auto d = c.find("delta");
+    if (d == c.end() || !d->is_object()) continue;
+    for (const char* key : {"content", "reasoning_content", "refusal"}) {
+      auto v = d->find(key);
+      if (v != d->end() && v->is_string() && !v->get_ref<const std::string&>().empty()) return true;
+    }
+    auto tc = d->find("tool_calls");
+    if (tc != d->end() && tc->is_array() && !tc->empty()) return true;
+  }
+  return false;
+}
+
+bool is_usage_chunk(const json& chunk) {
+  auto c = chunk.find("choices");
+  return chunk.contains("usage") && !chunk["usage"].is_null() &&
+         (c == chunk.end() || (c->is_array() && c->empty()));
+}
+
+ChunkText ChunkText::from(json chunk) {
+  ChunkText c;
+  c.meaningful = meaningful_chunk(chunk);
+  if (auto choices = chunk.find("choices"); choices != chunk.end()) {
+    for (const auto& ch : *choices) {
+      if (!ch.is_object()) continue;
+      auto d = ch.find("delta");
+      if (d == ch.end() || !d->is_object()) continue;
+      auto v = d->find("content");
+      if (v != d->end() && v->is_string()) {
+        c.content_bytes += v->get_ref<const std::string&>().size();
+      }
+    }
+  }
+  if (is_usage_chunk(chunk)) {
+    c.usage_only = true;
+    c.usage = chunk["usage"];
+  }
+  c.doc = std::move(chunk);
+  return c;
+}
+
+std::string ChunkText::take_text() {
+  if (text.empty() && doc) text = detail::dump(*doc);
+  return std::move(text);
+}
+
+json ChunkText::take_doc() {
+  if (doc) return std::move(*doc);
+  return json::parse(text, nullptr, false);
+}
+
+Outcome<std::vector<ChunkText>> StreamTranslator::on_event_text(const net::SseEvent& event) {
+  auto chunks = on_event(event);
+  if (!chunks) return chunks.error();
+  std::vector<ChunkText> out;
+  out.reserve(chunks->size());
+  for (auto& c : *chunks) out.push_back(ChunkText::from(std::move(c)));
+  return out;
+}
+
+Outcome<ChatText> Dialect::chat_response_text(std::string_view body,
+                                              const std::string& model) const {
+  auto doc = chat_response(body, model);
+  if (!doc) return doc.error();
+  ChatText out;
+  // Only an object is usage: anything else would make the accounting throw.
+  if (auto u = doc->find("usage"); u != doc->end() && u->is_object()) out.usage = *u;
+  out.body = detail::dump(*doc);
+  return out;
+}
+
 namespace detail {
 namespace {
 

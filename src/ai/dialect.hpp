@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,32 @@ struct UpstreamCall {
   std::string body;
 };
 
+// A chat.completion as the client gets it: its bytes, and its usage object when it has one.
+struct ChatText {
+  std::string body;
+  std::optional<json> usage;
+};
+
+// One chat.completion.chunk on its way out, with what the gateway reads from it, so that it is
+// parsed once (or, for OpenAI-compatible upstreams, scanned without a DOM) and not again.
+struct ChunkText {
+  std::string text;         // the chunk's JSON text; empty when only `doc` is set
+  std::optional<json> doc;  // the chunk as a DOM, when a translator built one
+  bool usage_only = false;  // a usage chunk: usage set, choices absent or empty
+  std::optional<json> usage;  // with usage_only: the usage object
+  bool meaningful = false;    // commits the answer (meaningful_chunk)
+  std::size_t content_bytes = 0;  // bytes of choices[].delta.content
+
+  static ChunkText from(json chunk);  // facts read from the DOM; the text is made on demand
+  std::string take_text();            // the text, dumped from `doc` when needed
+  json take_doc();                    // the DOM, parsed from `text` when needed
+};
+
+// A chunk that commits the answer: content, reasoning, a refusal, a tool call, a finish or usage.
+bool meaningful_chunk(const json& chunk);
+// A chunk that carries only usage (choices absent or empty).
+bool is_usage_chunk(const json& chunk);
+
 // Turns an upstream event stream into OpenAI `chat.completion.chunk` objects.
 class StreamTranslator {
  public:
@@ -36,6 +63,9 @@ class StreamTranslator {
   // when the upstream reports usage, whether or not the client asked for it: the caller
   // drops it when `stream_options.include_usage` was not set.
   virtual Outcome<std::vector<json>> on_event(const net::SseEvent& event) = 0;
+  // The same chunks for the gateway's stream: by default on_event's DOMs; a translator that
+  // can pass chunks through as text (OpenAI-compatible upstreams) skips the DOM.
+  virtual Outcome<std::vector<ChunkText>> on_event_text(const net::SseEvent& event);
   // True once the upstream has signalled the end of the answer ([DONE], message_stop, or a
   // finishReason for Gemini). A stream that ends without it was cut off.
   virtual bool finished() const = 0;
@@ -55,6 +85,11 @@ class Dialect {
   // to `model` and usage mapped (prompt_tokens, completion_tokens, total_tokens,
   // prompt_tokens_details.cached_tokens when known).
   virtual Outcome<json> chat_response(std::string_view body, const std::string& model) const = 0;
+  // The same answer as the bytes for the client, and its usage (an object, when present). By
+  // default chat_response serialised; OpenAI-compatible upstreams splice `model` into the
+  // upstream's bytes instead. Errors are chat_response's.
+  virtual Outcome<ChatText> chat_response_text(std::string_view body,
+                                               const std::string& model) const;
   // A translator for one streaming answer.
   virtual std::unique_ptr<StreamTranslator> chat_stream(const std::string& model) const = 0;
   // A non-2xx upstream answer → Error with kind/status/message/retry_after filled in

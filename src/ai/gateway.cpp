@@ -72,6 +72,16 @@ bool counts_against_target(const Error& e) {
 }
 
 // Caps from the target's overrides.
+json apply_overrides(json req, const Target& t);
+
+// The request as the target gets it: `request` itself unless the target has caps to apply
+// (then a copy in `scratch`), so the common case copies nothing.
+const json& for_target(const json& request, const Target& t, json& scratch) {
+  if (!t.temperature_max && !t.max_tokens) return request;
+  scratch = apply_overrides(request, t);
+  return scratch;
+}
+
 json apply_overrides(json req, const Target& t) {
   if (t.temperature_max) {
     auto it = req.find("temperature");
@@ -90,31 +100,6 @@ json apply_overrides(json req, const Target& t) {
     if (!present) req["max_tokens"] = *t.max_tokens;
   }
   return req;
-}
-
-// A chunk that commits the answer: content, reasoning, a tool call or a finish.
-bool meaningful(const json& chunk) {
-  if (chunk.contains("usage") && !chunk["usage"].is_null()) return true;
-  auto choices = chunk.find("choices");
-  if (choices == chunk.end() || !choices->is_array()) return false;
-  for (const auto& c : *choices) {
-    if (c.contains("finish_reason") && !c["finish_reason"].is_null()) return true;
-    auto d = c.find("delta");
-    if (d == c.end() || !d->is_object()) continue;
-    for (const char* key : {"content", "reasoning_content", "refusal"}) {
-      auto v = d->find(key);
-      if (v != d->end() && v->is_string() && !v->get_ref<const std::string&>().empty()) return true;
-    }
-    auto tc = d->find("tool_calls");
-    if (tc != d->end() && tc->is_array() && !tc->empty()) return true;
-  }
-  return false;
-}
-
-bool is_usage_chunk(const json& chunk) {
-  auto c = chunk.find("choices");
-  return chunk.contains("usage") && !chunk["usage"].is_null() &&
-         (c == chunk.end() || (c->is_array() && c->empty()));
 }
 
 // Exact-match key: the normalized request (keys sorted by nlohmann's map) without the fields
@@ -228,11 +213,33 @@ class StreamImpl final : public ChatStream {
   }
 
   awaitable<Outcome<std::optional<json>>> next() override {
+    auto c = co_await next_chunk();
+    if (!c) co_return c.error();
+    if (!*c) co_return std::optional<json>();
+    co_return std::optional<json>((*c)->take_doc());
+  }
+
+  awaitable<Outcome<std::optional<std::string>>> next_text() override {
+    auto c = co_await next_chunk();
+    if (!c) co_return c.error();
+    if (!*c) co_return std::optional<std::string>();
+    co_return std::optional<std::string>((*c)->take_text());
+  }
+
+  void cancel() noexcept override {
+    cancelled_ = true;
+    if (body_) body_->cancel();
+  }
+
+  ~StreamImpl() override;
+
+ private:
+  awaitable<Outcome<std::optional<ChunkText>>> next_chunk() {
     for (;;) {
       if (!pending_.empty()) {
-        json c = std::move(pending_.front());
+        ChunkText c = std::move(pending_.front());
         pending_.pop_front();
-        co_return std::optional<json>(std::move(c));
+        co_return std::optional<ChunkText>(std::move(c));
       }
       if (upstream_done_) {
         if (!tr_->finished()) {
@@ -246,7 +253,7 @@ class StreamImpl final : public ChatStream {
           failed_ = true;
           co_return e;
         }
-        co_return std::optional<json>();
+        co_return std::optional<ChunkText>();
       }
       auto r = co_await pull(deadline_, "total");
       if (!r) {
@@ -256,14 +263,6 @@ class StreamImpl final : public ChatStream {
     }
   }
 
-  void cancel() noexcept override {
-    cancelled_ = true;
-    if (body_) body_->cancel();
-  }
-
-  ~StreamImpl() override;
-
- private:
   awaitable<Outcome<void>> pull(Clock::time_point deadline, const std::string& phase) {
     auto piece = co_await read_until(*body_, deadline, phase);
     if (!piece) {
@@ -276,27 +275,25 @@ class StreamImpl final : public ChatStream {
       co_return Outcome<void>{};
     }
     for (auto& ev : parser_.feed(*piece)) {
-      auto chunks = tr_->on_event(ev);
+      auto chunks = tr_->on_event_text(ev);
       if (!chunks) {
         auto e = chunks.error();
         e.provider = target_.label();
         co_return e;
       }
       for (auto& c : *chunks) {
-        if (record_) recorded_.push_back(c);
-        if (c.contains("choices")) {
-          for (const auto& ch : c["choices"]) {
-            if (ch.contains("delta") && ch["delta"].contains("content") &&
-                ch["delta"]["content"].is_string()) {
-              streamed_chars_ += ch["delta"]["content"].get_ref<const std::string&>().size();
-            }
+        if (record_) {
+          if (c.text.empty() && c.doc) {
+            c.text = c.doc->dump(-1, ' ', false, json::error_handler_t::replace);
           }
+          recorded_.push_back(c.text);
         }
-        if (is_usage_chunk(c)) {
-          info_.usage = c["usage"];
+        streamed_chars_ += c.content_bytes;
+        if (c.usage_only) {
+          info_.usage = c.usage;
           if (!include_usage_) continue;
         }
-        if (!committed_ && meaningful(c)) {
+        if (!committed_ && c.meaningful) {
           committed_ = true;
           ttft_ = duration_cast<milliseconds>(Clock::now() - started_);
         }
@@ -314,7 +311,7 @@ class StreamImpl final : public ChatStream {
   std::unique_ptr<net::ClientStream> body_;
   std::unique_ptr<StreamTranslator> tr_;
   net::SseParser parser_;
-  std::deque<json> pending_;
+  std::deque<ChunkText> pending_;
   bool include_usage_;
   Clock::time_point deadline_;
   CallInfo info_;
@@ -332,7 +329,7 @@ class StreamImpl final : public ChatStream {
   std::weak_ptr<void> gw_alive_;
   std::string client_;
   std::string request_id_;
-  std::vector<json> recorded_;
+  std::vector<std::string> recorded_;  // each chunk's text, for the cache
   std::size_t streamed_chars_ = 0;
 };
 
@@ -362,6 +359,19 @@ class GatewayImpl final : public Gateway {
   }
 
   awaitable<Outcome<json>> chat(const CallContext& ctx, json request, CallInfo& info) override {
+    co_return co_await chat_as<json>(ctx, std::move(request), info);
+  }
+
+  awaitable<Outcome<std::string>> chat_text(const CallContext& ctx, json request,
+                                            CallInfo& info) override {
+    auto r = co_await chat_as<ChatText>(ctx, std::move(request), info);
+    if (!r) co_return r.error();
+    co_return std::move(r->body);
+  }
+
+  // chat() for the planner (a DOM) and chat_text() for the HTTP route (the bytes).
+  template <class T>
+  awaitable<Outcome<T>> chat_as(const CallContext& ctx, json request, CallInfo& info) {
     auto started = Clock::now();
     if (auto v = validate_chat_request(request); !v) co_return v.error();
     auto route = routing_.resolve(request["model"].get<std::string>());
@@ -369,7 +379,13 @@ class GatewayImpl final : public Gateway {
     request.erase("stream");
     request.erase("stream_options");
     auto key = co_await cache_lookup(ctx, "chat", request, info);
-    if (auto cached = cached_object(key, info, started, ctx)) co_return std::move(*cached);
+    if (auto cached = cached_object(key, info, started, ctx)) {
+      if constexpr (std::is_same_v<T, json>) {
+        co_return std::move(*cached);
+      } else {
+        co_return ChatText{std::move(*key.hit), std::nullopt};
+      }
+    }
     auto admitted = co_await admit(ctx, *route, request, started, info);
     if (!admitted) co_return admitted.error();
     // Not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
@@ -377,14 +393,25 @@ class GatewayImpl final : public Gateway {
     auto est = admitted->est;
     auto& admission = admitted->admission;
     auto deadline = started + config_.total_timeout;
-    auto result = co_await try_targets<json>(
+    auto result = co_await try_targets<T>(
         plan, info, deadline, ctx,
-        [&](const Target& t) { return attempt_chat(t, request, est, deadline, info); });
+        [&](const Target& t) { return attempt_chat<T>(t, request, est, deadline, info); });
     if (result) {
       const auto& p = providers_.at(info.provider).config;
-      if (auto u = result->find("usage"); u != result->end()) info.usage = *u;
+      if constexpr (std::is_same_v<T, json>) {
+        // Only an object is usage: anything else would make the accounting below throw.
+        if (auto u = result->find("usage"); u != result->end() && u->is_object()) info.usage = *u;
+      } else {
+        info.usage = result->usage;
+      }
       if (info.usage) info.cost_usd = cost_of(p, info.model, *info.usage);
-      if (!key.key.empty()) co_await cache_->put(key.key, result->dump(), config_.cache.ttl);
+      if (!key.key.empty()) {
+        if constexpr (std::is_same_v<T, json>) {
+          co_await cache_->put(key.key, result->dump(), config_.cache.ttl);
+        } else {
+          co_await cache_->put(key.key, result->body, config_.cache.ttl);
+        }
+      }
     }
     co_await limiter_.settle(admission, info.usage ? info.usage->value("total_tokens", est) : est,
                              info.cost_usd);
@@ -562,7 +589,15 @@ class GatewayImpl final : public Gateway {
     }
     count_tokens(info, s.client_, s.request_id_);
     bool complete = s.upstream_done_ && s.tr_->finished() && !s.failed_ && !s.cancelled_;
-    std::string cache_value = complete && s.record_ ? json(s.recorded_).dump() : std::string();
+    std::string cache_value;
+    if (complete && s.record_) {  // a JSON array of the chunks
+      cache_value = "[";
+      for (const auto& c : s.recorded_) {
+        if (cache_value.size() > 1) cache_value += ',';
+        cache_value += c;
+      }
+      cache_value += ']';
+    }
     // Settling and caching may be remote (Redis): run them as their own task.
     asio::co_spawn(ex_,
                    settle_stream(std::move(s.admission_), tokens, info.cost_usd,
@@ -877,15 +912,22 @@ class GatewayImpl final : public Gateway {
     co_return std::move(*r);
   }
 
-  awaitable<Outcome<json>> attempt_chat(const Target& t, const json& request, std::int64_t est,
-                                        Clock::time_point deadline, CallInfo& info) {
+  template <class T>
+  awaitable<Outcome<T>> attempt_chat(const Target& t, const json& request, std::int64_t est,
+                                     Clock::time_point deadline, CallInfo& info) {
     const auto& prov = providers_.at(t.provider);
     if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
-    auto call = prov.dialect->chat_request(apply_overrides(request, t), t.model, false);
+    json scratch;
+    auto call = prov.dialect->chat_request(for_target(request, t, scratch), t.model, false);
     if (!call) co_return call.error();
     auto r = co_await exchange(std::move(*call), t, prov, deadline, info);
     if (!r) co_return r.error();
-    auto resp = prov.dialect->chat_response(r->body, t.model);
+    Outcome<T> resp = Error{};
+    if constexpr (std::is_same_v<T, json>) {
+      resp = prov.dialect->chat_response(r->body, t.model);
+    } else {
+      resp = prov.dialect->chat_response_text(r->body, t.model);
+    }
     if (!resp) {
       auto e = resp.error();
       e.provider = t.label();
@@ -902,7 +944,8 @@ class GatewayImpl final : public Gateway {
                                                                  CallInfo& info) {
     const auto& prov = providers_.at(t.provider);
     if (auto ok = co_await limiter_.admit_target(prov.config, t, est); !ok) co_return ok.error();
-    auto call = prov.dialect->chat_request(apply_overrides(request, t), t.model, true);
+    json scratch;
+    auto call = prov.dialect->chat_request(for_target(request, t, scratch), t.model, true);
     if (!call) co_return call.error();
     auto creq = client_request(std::move(*call), t, prov.config,
                                timeouts(prov.config, deadline, true));
@@ -1003,6 +1046,14 @@ StreamImpl::~StreamImpl() {
 }
 
 }  // namespace
+
+awaitable<Outcome<std::optional<std::string>>> ChatStream::next_text() {
+  auto c = co_await next();
+  if (!c) co_return c.error();
+  if (!*c) co_return std::optional<std::string>();
+  co_return std::optional<std::string>(
+      (*c)->dump(-1, ' ', false, json::error_handler_t::replace));
+}
 
 std::unique_ptr<Gateway> make_gateway(asio::any_io_executor ex, Config config,
                                       net::HttpClient& client, core::Registry& metrics,

@@ -1,6 +1,9 @@
 // The OpenAI dialect: OpenAI itself and every API that speaks Chat Completions (Azure,
 // DeepSeek, vLLM, Ollama, OpenRouter...). Requests and answers pass through nearly as is.
+#include <algorithm>
+
 #include "dialect_util.hpp"
+#include "openai_scan.hpp"
 
 namespace agentd::ai::detail {
 namespace {
@@ -107,12 +110,108 @@ class OpenAiStream final : public StreamTranslator {
     return out;
   }
 
+  // The common chunk passes through as text with `model` spliced in; errors, a usage to split
+  // off and odd shapes take on_event's DOM path.
+  Outcome<std::vector<ChunkText>> on_event_text(const net::SseEvent& event) override {
+    std::string_view data = trim_data(event.data);
+    std::vector<ChunkText> out;
+    if (data.empty() || finished_) return out;
+    if (data == "[DONE]") {
+      finished_ = true;
+      return out;
+    }
+    if (event.event != "error") {
+      auto scan = scan_openai(data);
+      if (!scan.object) return malformed_upstream("a stream event that is not JSON");
+      bool split = scan.has_usage && scan.choices > 0;
+      if (!scan.needs_dom && !scan.error && !split) {
+        if (quoted_model_.empty()) quoted_model_ = json_quote(model_);
+        ChunkText c;
+        c.text = splice_model(data, scan, quoted_model_);
+        c.meaningful = scan.meaningful;
+        c.content_bytes = scan.content_bytes;
+        if (scan.has_usage) {  // choices absent or empty: a usage chunk
+          c.usage_only = true;
+          c.usage = json::parse(data.substr(scan.usage_begin, scan.usage_end - scan.usage_begin));
+        }
+        out.push_back(std::move(c));
+        return out;
+      }
+    }
+    return StreamTranslator::on_event_text(event);
+  }
+
   bool finished() const override { return finished_; }
 
  private:
+  static std::string_view trim_data(std::string_view data) {
+    while (!data.empty() && (data.back() == ' ' || data.back() == '\n' || data.back() == '\r')) {
+      data.remove_suffix(1);
+    }
+    while (!data.empty() && data.front() == ' ') data.remove_prefix(1);
+    return data;
+  }
+
   std::string model_;
+  std::string quoted_model_;  // model_ as a JSON string, made once per stream
   bool finished_ = false;
 };
+
+// A request's members in the DOM's (sorted) key order, each as it is or as `edits` says
+// (a value replaces or adds it, nullopt drops it): what copying the request, editing the copy
+// and dumping it gives, without copying messages and tools.
+struct Edit {
+  std::string_view key;
+  std::optional<json> value;
+};
+
+void append_key(std::string& out, std::string_view key) {
+  bool plain = std::none_of(key.begin(), key.end(), [](char c) {
+    return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
+  });
+  if (plain) {
+    out.push_back('"');
+    out.append(key);
+    out.push_back('"');
+  } else {
+    out.append(json_quote(key));
+  }
+  out.push_back(':');
+}
+
+std::string dump_edited(const json& object, std::vector<Edit> edits) {
+  std::sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.key < b.key; });
+  std::string out;
+  out.reserve(1024);
+  nlohmann::detail::serializer<json> ser(nlohmann::detail::output_adapter<char>(out), ' ',
+                                         json::error_handler_t::replace);
+  out.push_back('{');
+  bool first = true;
+  auto emit = [&](std::string_view key, const json& value) {
+    if (!first) out.push_back(',');
+    first = false;
+    append_key(out, key);
+    ser.dump(value, false, false, 0);
+  };
+  auto e = edits.begin();
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    std::string_view key = it.key();
+    for (; e != edits.end() && e->key < key; ++e) {
+      if (e->value) emit(e->key, *e->value);  // added
+    }
+    if (e != edits.end() && e->key == key) {
+      if (e->value) emit(key, *e->value);  // replaced
+      ++e;                                 // or dropped
+      continue;
+    }
+    emit(key, it.value());
+  }
+  for (; e != edits.end(); ++e) {
+    if (e->value) emit(e->key, *e->value);
+  }
+  out.push_back('}');
+  return out;
+}
 
 class OpenAiDialect final : public Dialect {
  public:
@@ -121,28 +220,27 @@ class OpenAiDialect final : public Dialect {
   Outcome<UpstreamCall> chat_request(const json& request, const std::string& model,
                                      bool stream) const override {
     if (!request.is_object()) return Error::bad_request("the request must be a JSON object");
-    json body = request;
-    body["model"] = model;
+    std::vector<Edit> edits;
+    edits.push_back({"model", json(model)});
     if (stream) {
-      body["stream"] = true;
-      if (!body.contains("stream_options") || !body["stream_options"].is_object()) {
-        body["stream_options"] = json::object();
-      }
-      body["stream_options"]["include_usage"] = true;
+      edits.push_back({"stream", json(true)});
+      auto so = request.find("stream_options");
+      json options = so != request.end() && so->is_object() ? *so : json::object();
+      options["include_usage"] = true;
+      edits.push_back({"stream_options", std::move(options)});
     } else {
-      body.erase("stream");
-      body.erase("stream_options");  // OpenAI rejects stream_options without stream
+      edits.push_back({"stream", std::nullopt});
+      edits.push_back({"stream_options", std::nullopt});  // OpenAI rejects it without stream
     }
-    if (p_.max_completion_tokens && body.contains("max_tokens")) {
-      if (!body.contains("max_completion_tokens") || body["max_completion_tokens"].is_null()) {
-        body["max_completion_tokens"] = body["max_tokens"];
-      }
-      body.erase("max_tokens");
+    if (auto mt = request.find("max_tokens"); p_.max_completion_tokens && mt != request.end()) {
+      auto mct = request.find("max_completion_tokens");
+      if (mct == request.end() || mct->is_null()) edits.push_back({"max_completion_tokens", *mt});
+      edits.push_back({"max_tokens", std::nullopt});
     }
     UpstreamCall call;
     call.url = with_api_version(join_url(p_.base_url, "/chat/completions"), p_);
     call.headers = base_headers(p_, stream);
-    call.body = dump(body);
+    call.body = dump_edited(request, std::move(edits));
     return call;
   }
 
@@ -156,6 +254,22 @@ class OpenAiDialect final : public Dialect {
     }
     (*doc)["model"] = model;
     return std::move(*doc);
+  }
+
+  // One SAX pass instead of a DOM and a dump: `model` is spliced into the upstream's bytes.
+  // Errors, duplicate or odd-typed keys of interest go through chat_response for its verdict.
+  Outcome<ChatText> chat_response_text(std::string_view body,
+                                       const std::string& model) const override {
+    auto scan = scan_openai(body);
+    if (!scan.object) return malformed_upstream("a chat completion that is not JSON");
+    if (scan.needs_dom || scan.error) return Dialect::chat_response_text(body, model);
+    if (!scan.choices_array) return malformed_upstream("a chat completion without choices");
+    ChatText out;
+    out.body = splice_model(body, scan, json_quote(model));
+    if (scan.has_usage) {
+      out.usage = json::parse(body.substr(scan.usage_begin, scan.usage_end - scan.usage_begin));
+    }
+    return out;
   }
 
   std::unique_ptr<StreamTranslator> chat_stream(const std::string& model) const override {

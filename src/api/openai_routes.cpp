@@ -60,7 +60,7 @@ asio::awaitable<void> pump(std::shared_ptr<ai::ChatStream> s,
     if (why != net::SseStream::State::finished) s->cancel();
   });
   for (;;) {
-    auto next = co_await s->next();
+    auto next = co_await s->next_text();
     if (!next) {
       const auto& e = next.error();
       if (e.kind == ai::Error::Kind::cancelled) co_return;
@@ -72,7 +72,7 @@ asio::awaitable<void> pump(std::shared_ptr<ai::ChatStream> s,
       co_return;
     }
     if (!*next) break;
-    if (!out->push({.id = {}, .event = {}, .data = (*next)->dump(), .retry_ms = std::nullopt})) {
+    if (!out->push({.id = {}, .event = {}, .data = std::move(**next), .retry_ms = std::nullopt})) {
       s->cancel();
       co_return;
     }
@@ -95,8 +95,14 @@ asio::awaitable<Response> chat_completions(Api& api, ai::Gateway& gw, agent::Eng
   bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
   if (!stream) {
     ai::CallInfo info;
-    auto r = co_await gw.chat(ctx, std::move(body), info);
-    Response res = r ? Response::json(200, *r) : ai_error_response(r.error());
+    auto r = co_await gw.chat_text(ctx, std::move(body), info);
+    Response res;
+    if (r) {
+      res.headers.set("content-type", "application/json");
+      res.body = std::move(*r);
+    } else {
+      res = ai_error_response(r.error());
+    }
     add_info_headers(res, info);
     co_return res;
   }

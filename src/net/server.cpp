@@ -2,6 +2,8 @@
 // write, TLS when configured, SSE streaming, staged graceful shutdown. This is the one
 // translation unit that instantiates Beast's I/O templates.
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,8 +18,6 @@
 
 #include <set>
 #include <sys/socket.h>
-
-#include <boost/asio/experimental/awaitable_operators.hpp>
 
 #include "agentd/net/server.hpp"
 #include "agentd/net/sse.hpp"
@@ -39,19 +39,75 @@ constexpr std::size_t kSseCoalesceBytes = 64 * 1024;
 using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
-// Per-connection state the server sees, for shutdown.
-struct Conn {
+// Per-connection state the server sees, for shutdown and for the handler deadline.
+//
+// The handler runs inside the session's own coroutine; its deadline is one timer per
+// connection, armed lazily (a request only moves `handler_deadline` forward; the timer re-arms
+// itself when it fires early), and cutting the handler off is a terminal cancellation of the
+// session's cancellation slot. This replaces racing every request against a fresh timer with
+// `||`, which cost a co_spawn, a parallel_group and a timer per request.
+struct Conn : std::enable_shared_from_this<Conn> {
+  using Clock = std::chrono::steady_clock;
+  explicit Conn(const asio::any_io_executor& ex) : handler_timer(ex) {}
+
   std::function<void()> close;
   std::function<void()> abort;  // close with RST: drops what the kernel still holds to send
   bool busy = false;
   std::shared_ptr<SseStream> sse;
-  asio::steady_timer* deadline = nullptr;  // the running handler's deadline
-  bool forced = false;                      // closed by shutdown after the grace period
+  asio::cancellation_signal cancel;  // bound to the session coroutine's cancellation slot
+  asio::steady_timer handler_timer;
+  Clock::time_point handler_deadline;
+  bool handler_running = false;
+  bool timer_armed = false;
+  bool timed_out = false;  // the running handler outlived handler_timeout
+  bool forced = false;     // closed by shutdown after the grace period
 
   void force_close() {
     forced = true;
     close();
-    if (deadline) deadline->cancel();  // ends the handler's race at once
+    cut_handler();  // ends the handler at once
+  }
+
+  void start_handler(std::chrono::milliseconds timeout) {
+    handler_deadline = Clock::now() + timeout;
+    handler_running = true;
+    timed_out = false;
+    if (!timer_armed) arm();
+  }
+
+  // The handler is back; true when it was cut off, and the session's cancellation state must
+  // be reset before its own I/O goes on.
+  bool end_handler() {
+    handler_running = false;
+    return timed_out || forced;
+  }
+
+ private:
+  void cut_handler() {
+    if (handler_running) cancel.emit(asio::cancellation_type::terminal);
+  }
+
+  void arm() {
+    timer_armed = true;
+    handler_timer.expires_at(handler_deadline);
+    handler_timer.async_wait(
+        [self = shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
+  }
+
+  void on_timer(boost::system::error_code ec) {
+    timer_armed = false;
+    if (ec || !handler_running) return;  // stopped, or idle: the next request arms it
+    if (Clock::now() < handler_deadline) {
+      arm();  // armed for an earlier request that finished in time
+      return;
+    }
+    timed_out = true;
+    cut_handler();
+  }
+
+ public:
+  void stop_timer() {
+    if (timer_armed) handler_timer.cancel();
   }
 };
 
@@ -209,15 +265,20 @@ class ServerImpl final : public HttpServer {
       accepted_.inc();
       boost::system::error_code ignored;
       sock.set_option(tcp::no_delay(true), ignored);
-      asio::co_spawn(io_, session(std::move(sock), tls), [](std::exception_ptr e) {
-        if (e) {
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            spdlog::error("connection failed: {}", ex.what());
-          }
-        }
-      });
+      // The completion handler owns the connection state: the cancellation signal bound to
+      // the session must outlive the session's coroutine.
+      auto conn = std::make_shared<Conn>(io_.get_executor());
+      auto& signal = conn->cancel;
+      asio::co_spawn(io_, session(std::move(sock), tls, conn),
+                     asio::bind_cancellation_slot(signal.slot(), [conn](std::exception_ptr e) {
+                       if (e) {
+                         try {
+                           std::rethrow_exception(e);
+                         } catch (const std::exception& ex) {
+                           spdlog::error("connection failed: {}", ex.what());
+                         }
+                       }
+                     }));
     }
   }
 
@@ -244,13 +305,13 @@ class ServerImpl final : public HttpServer {
     s.close();
   }
 
-  asio::awaitable<void> session(tcp::socket sock, bool tls) {
+  asio::awaitable<void> session(tcp::socket sock, bool tls, std::shared_ptr<Conn> conn_ptr) {
     auto remote = [&] {
       boost::system::error_code ec;
       auto ep = sock.remote_endpoint(ec);
       return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
     }();
-    Conn conn;
+    Conn& conn = *conn_ptr;
     conns_.insert(&conn);
     open_.inc();
     // When the io_context is destroyed after the server, this frame is destroyed without
@@ -260,6 +321,7 @@ class ServerImpl final : public HttpServer {
       Conn* conn;
       std::weak_ptr<bool> alive;
       ~Unregister() {
+        conn->stop_timer();
         if (alive.expired()) return;
         self->conns_.erase(conn);
         self->open_.dec();
@@ -390,25 +452,25 @@ class ServerImpl final : public HttpServer {
       ++served;
 
       Response res;
+      bool threw = false;
+      conn.start_handler(config_.handler_timeout);
       try {
-        // The handler races its deadline; shutdown's force-close cancels the deadline early.
-        using namespace asio::experimental::awaitable_operators;
-        asio::steady_timer deadline(co_await asio::this_coro::executor, config_.handler_timeout);
-        conn.deadline = &deadline;
-        auto r = co_await (handler_(req) || deadline.async_wait(kTuple));
-        conn.deadline = nullptr;
-        if (r.index() == 0) {
-          res = std::move(std::get<0>(r));
-        } else if (conn.forced) {
-          co_return false;
-        } else {
-          res = Response::error(504, "the request was not answered within " +
-                                         std::to_string(config_.handler_timeout.count()) + "ms");
-        }
+        res = co_await handler_(req);
       } catch (const std::exception& e) {
-        conn.deadline = nullptr;
-        spdlog::error("rid={} unhandled error in {} {}: {}", req.request_id, req.method, req.path,
-                      e.what());
+        threw = true;
+        if (!conn.timed_out && !conn.forced) {
+          spdlog::error("rid={} unhandled error in {} {}: {}", req.request_id, req.method,
+                        req.path, e.what());
+        }
+      }
+      if (conn.end_handler()) {
+        // Cut off (deadline or shutdown): whatever the handler made of its cancellation is
+        // dropped, and the connection's own I/O must not see the cancellation.
+        co_await asio::this_coro::reset_cancellation_state();
+        if (conn.forced) co_return false;
+        res = Response::error(504, "the request was not answered within " +
+                                       std::to_string(config_.handler_timeout.count()) + "ms");
+      } else if (threw) {
         res = Response::error(500, "internal error (request id " + req.request_id + ")");
       }
 

@@ -196,6 +196,40 @@ TEST(Server, HandlerDeadlineIs504) {
   EXPECT_EQ(json::parse(r->body)["error"]["type"], "server_error");
 }
 
+// The deadline is one timer per connection, re-armed lazily: each request on a kept-alive
+// connection still gets its own, and a connection whose handler was cut off (its coroutine's
+// cancellation state reset) goes on serving.
+TEST(Server, HandlerDeadlineAppliesToEachRequestOnAConnection) {
+  ServerOptions o;
+  o.config.handler_timeout = std::chrono::milliseconds(150);
+  TestServer s(o);
+  auto c = Connection::open(s.port());
+  ASSERT_TRUE(c);
+  // Each within its own deadline, together well past one.
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(c->send(build_request("GET", "/slow?ms=100", auth())));
+    auto r = c->read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << "request " << i;
+  }
+  auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c->send(build_request("GET", "/slow?ms=3000", auth())));
+  auto r = c->read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(c->send(build_request("GET", "/slow?ms=10", auth())));
+    r = c->read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << "after the cut-off, request " << i;
+  }
+  ASSERT_TRUE(c->send(build_request("GET", "/slow?ms=3000", auth())));
+  r = c->read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504);
+}
+
 TEST(Server, CorsPreflightAndSimpleResponses) {
   ServerOptions o;
   o.config.cors.allow_origins = {"https://chat.example.com"};

@@ -6,6 +6,7 @@
 
 #include "ai/dialect.hpp"
 #include "ai/dialect_util.hpp"
+#include "ai/openai_scan.hpp"
 
 namespace agentd::ai {
 namespace {
@@ -268,6 +269,206 @@ TEST(OpenAiDialect, InBandStreamErrorAndGarbage) {
   EXPECT_EQ(r.error().kind, Error::Kind::connection);
 }
 
+// --- the text path: a SAX scan and the `model` splice instead of a DOM round trip ---
+
+// Every chunk the text path gives, as DOMs, with the facts the gateway reads from them.
+std::vector<ChunkText> run_stream_text(StreamTranslator& tr, std::string_view wire) {
+  net::SseParser parser;
+  std::vector<ChunkText> out;
+  for (const auto& ev : parser.feed(wire)) {
+    auto chunks = tr.on_event_text(ev);
+    EXPECT_TRUE(chunks.has_value()) << (chunks ? "" : chunks.error().message);
+    if (!chunks) break;
+    for (auto& c : *chunks) out.push_back(std::move(c));
+  }
+  return out;
+}
+
+TEST(OpenAiSplice, ReplacesOnlyTheTopLevelModelAndKeepsTheRestByteForByte) {
+  // `model` also inside content (as text) and inside a nested object: neither is touched.
+  std::string body =
+      R"({"id":"c1","object":"chat.completion","model" : "gpt-4o-2024-08-06","choices":[)"
+      R"({"index":0,"message":{"role":"assistant","model":"inner","content":)"
+      R"("say \"model\": \"x\" \u00e9\\"},"finish_reason":"stop"}],)"
+      R"("usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}})";
+  auto d = make_dialect(openai_provider());
+  auto r = d->chat_response_text(body, "smart \"quoted\" é");
+  ASSERT_TRUE(r) << r.error().message;
+  std::string expected = body;
+  expected.replace(expected.find("\"gpt-4o-2024-08-06\""), 19, R"("smart \"quoted\" é")");
+  EXPECT_EQ(r->body, expected);
+  auto doc = json::parse(r->body);
+  EXPECT_EQ(doc["model"], "smart \"quoted\" é");
+  EXPECT_EQ(doc["choices"][0]["message"]["model"], "inner");
+  EXPECT_EQ(doc["choices"][0]["message"]["content"], "say \"model\": \"x\" \u00e9\\");
+  ASSERT_TRUE(r->usage);
+  EXPECT_EQ((*r->usage)["total_tokens"], 5);
+}
+
+TEST(OpenAiSplice, AddsModelWhenAbsentAndLeavesNoUsageWhenNull) {
+  auto d = make_dialect(openai_provider());
+  auto r = d->chat_response_text(
+      R"(  {"choices":[{"message":{"content":"hi"}}],"usage":null}  )", "m");
+  ASSERT_TRUE(r) << r.error().message;
+  auto doc = json::parse(r->body);
+  EXPECT_EQ(doc["model"], "m");
+  EXPECT_EQ(doc["choices"][0]["message"]["content"], "hi");
+  EXPECT_FALSE(r->usage);
+}
+
+TEST(OpenAiSplice, SameErrorsAsTheDomPath) {
+  auto d = make_dialect(openai_provider());
+  const char* bodies[] = {
+      "<html>502 Bad Gateway</html>",
+      R"({"id":"x","object":"chat.completion"})",
+      R"({"choices":{}})",
+      R"({"choices":[],"trailing":1} x)",
+      R"({"choices":[{"message":{"content":"cut)",
+      "{\"choices\":[],\"bad\":\"\xff\"}",  // invalid UTF-8
+      R"({"error":{"message":"Rate limit reached for gpt-4o","type":"requests","code":"rate_limit_exceeded"}})",
+      R"({"error":"boom","choices":[]})",
+      "",
+  };
+  for (const char* body : bodies) {
+    auto dom = d->chat_response(body, "m");
+    auto text = d->chat_response_text(body, "m");
+    ASSERT_FALSE(dom) << body;
+    ASSERT_FALSE(text) << body;
+    EXPECT_EQ(text.error().kind, dom.error().kind) << body;
+    EXPECT_EQ(text.error().status, dom.error().status) << body;
+    EXPECT_EQ(text.error().message, dom.error().message) << body;
+  }
+  auto r = d->chat_response_text("{not json", "m");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().kind, Error::Kind::connection);
+  EXPECT_EQ(r.error().status, 502);
+  EXPECT_NE(r.error().message.find("not JSON"), std::string::npos) << r.error().message;
+}
+
+TEST(OpenAiSplice, OddShapesAgreeWithTheDomPath) {
+  auto d = make_dialect(openai_provider());
+  const char* bodies[] = {
+      R"({"model":"a","model":"b","choices":[]})",           // duplicate: the DOM keeps the last
+      R"({"model":5,"choices":[]})",                         // not a string
+      R"({"model":null,"choices":[],"usage":{"total_tokens":1}})",
+      R"({"choices":[],"usage":"x"})",                       // usage not an object: none
+      R"({"choices":[],"usage":7,"usage":{"total_tokens":2}})",
+      R"({"choices":[null,1,"s",[]],"usage":{}})",
+      R"({"error":null,"choices":[]})",                      // a null error is no error
+  };
+  for (const char* body : bodies) {
+    auto dom = d->chat_response(body, "gpt");
+    auto text = d->chat_response_text(body, "gpt");
+    ASSERT_TRUE(dom) << body;
+    ASSERT_TRUE(text) << body << ": " << text.error().message;
+    EXPECT_EQ(json::parse(text->body), *dom) << body;
+    auto u = dom->find("usage");
+    if (u != dom->end() && u->is_object()) {
+      ASSERT_TRUE(text->usage) << body;
+      EXPECT_EQ(*text->usage, *u) << body;
+    } else {
+      EXPECT_FALSE(text->usage) << body;
+    }
+  }
+}
+
+TEST(OpenAiSplice, StreamChunksMatchTheDomPathAndCarryTheGatewaysFacts) {
+  auto d = make_dialect(openai_provider());
+  auto dom_tr = d->chat_stream("gpt-4o");
+  auto text_tr = d->chat_stream("gpt-4o");
+  auto dom = run_stream(*dom_tr, kParallelToolStream);
+  auto text = run_stream_text(*text_tr, kParallelToolStream);
+  ASSERT_EQ(text.size(), dom.size());
+  EXPECT_TRUE(text_tr->finished());
+  for (std::size_t i = 0; i < dom.size(); ++i) {
+    EXPECT_FALSE(text[i].doc) << i;  // passed through as text, no DOM built
+    EXPECT_EQ(json::parse(text[i].text), dom[i]) << i;
+    EXPECT_EQ(text[i].meaningful, meaningful_chunk(dom[i])) << i;
+    EXPECT_EQ(text[i].usage_only, is_usage_chunk(dom[i])) << i;
+  }
+  ASSERT_TRUE(text.back().usage);
+  EXPECT_EQ((*text.back().usage)["prompt_tokens_details"]["cached_tokens"], 1024);
+  // The first chunk (role, no content, an empty tool call's name) commits; the usage chunk too.
+  EXPECT_TRUE(text.front().meaningful);
+}
+
+TEST(OpenAiSplice, StreamContentBytesEscapesAndNestedModels) {
+  constexpr std::string_view kWire =
+      R"(data: {"id":"c","model":"up","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}
+
+data: {"id":"c","model":"up","choices":[{"index":0,"delta":{"content":"h\u00e9 \"model\":1","refusal":null},"finish_reason":null}]}
+
+data: {"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"model\":\"x\"}"}}]},"finish_reason":null}]}
+
+data: {"id":"c","model":"up","choices":[{"index":0,"delta":{"reasoning_content":""},"finish_reason":null,"model":"keep"}]}
+
+data: {"id":"c","model":"up","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}
+
+data: [DONE]
+
+)";
+  auto d = make_dialect(openai_provider());
+  auto text_tr = d->chat_stream("m");
+  auto dom_tr = d->chat_stream("m");
+  auto text = run_stream_text(*text_tr, kWire);
+  auto dom = run_stream(*dom_tr, kWire);
+  ASSERT_EQ(text.size(), 6u);  // the last content chunk's usage split off (DOM path)
+  ASSERT_EQ(dom.size(), 6u);
+  bool expect_meaningful[] = {false, true, true, false, true, true};
+  std::size_t content_bytes = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto doc = text[i].take_doc();
+    EXPECT_EQ(doc, dom[i]) << i;
+    EXPECT_EQ(doc["model"], "m") << i;
+    EXPECT_EQ(text[i].meaningful, expect_meaningful[i]) << i;
+    content_bytes += text[i].content_bytes;
+  }
+  EXPECT_EQ(content_bytes, std::string("h\u00e9 \"model\":1").size());
+  EXPECT_EQ(dom[3]["choices"][0]["model"], "keep");
+  EXPECT_TRUE(text[5].usage_only);
+  EXPECT_EQ((*text[5].usage)["total_tokens"], 3);
+
+  net::SseEvent ev;
+  ev.data = "{not json";
+  auto r = d->chat_stream("m")->on_event_text(ev);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().kind, Error::Kind::connection);
+  ev.data = R"({"error":{"message":"overloaded","type":"server_error"}})";
+  r = d->chat_stream("m")->on_event_text(ev);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message, "overloaded");
+}
+
+TEST(OpenAiSplice, RequestBodyIsTheEditedDomsDump) {
+  // What chat_request sends equals copying the request, editing it and dumping it.
+  auto p = azure_provider();
+  for (bool azure : {false, true}) {
+    auto d = make_dialect(azure ? p : openai_provider());
+    json req = kChatRequest;
+    req["a_first"] = "\"quoted\" key order";
+    req["weird \"key\""] = json::array({1, 2.5, nullptr, "\u00e9"});
+    req["max_completion_tokens"] = nullptr;
+    for (bool stream : {false, true}) {
+      auto call = d->chat_request(req, "gpt \"4o\"", stream);
+      ASSERT_TRUE(call) << call.error().message;
+      json expected = req;
+      expected["model"] = "gpt \"4o\"";
+      if (stream) {
+        expected["stream"] = true;
+        expected["stream_options"]["include_usage"] = true;
+      } else {
+        expected.erase("stream");
+        expected.erase("stream_options");
+      }
+      if (azure) {
+        expected["max_completion_tokens"] = expected["max_tokens"];
+        expected.erase("max_tokens");
+      }
+      EXPECT_EQ(call->body, expected.dump()) << azure << stream;
+    }
+  }
+}
+
 Error openai_error(int status, std::string_view body, net::Headers h = {}) {
   return make_dialect(openai_provider())->upstream_error(status, h, body);
 }
@@ -436,6 +637,7 @@ TEST(AllDialects, OddShapesNeverThrow) {
     }
     for (const char* body : bodies) {
       EXPECT_NO_THROW((void)d->chat_response(body, "m")) << body;
+      EXPECT_NO_THROW((void)d->chat_response_text(body, "m")) << body;
       EXPECT_NO_THROW({
         auto e = d->upstream_error(500, {}, body);
         EXPECT_FALSE(e.message.empty()) << body;
@@ -444,8 +646,10 @@ TEST(AllDialects, OddShapesNeverThrow) {
       net::SseEvent ev;
       ev.data = body;
       EXPECT_NO_THROW((void)tr->on_event(ev)) << body;
+      EXPECT_NO_THROW((void)d->chat_stream("m")->on_event_text(ev)) << body;
       ev.event = "error";
       EXPECT_NO_THROW((void)tr->on_event(ev)) << body;
+      EXPECT_NO_THROW((void)d->chat_stream("m")->on_event_text(ev)) << body;
     }
   }
 }

@@ -52,6 +52,9 @@ class ChatStream {
   // The next chat.completion.chunk, nullopt at the end, or an Error when the upstream failed
   // mid-stream (the caller ends the stream with an error event).
   virtual boost::asio::awaitable<Outcome<std::optional<json>>> next() = 0;
+  // next() as the chunk's JSON text, for writing it out: the gateway's own streams hand over
+  // the text they already have instead of a DOM to serialise. Use one of next/next_text.
+  virtual boost::asio::awaitable<Outcome<std::optional<std::string>>> next_text();
   // The client went away: the upstream request is abandoned.
   virtual void cancel() noexcept = 0;
 };
@@ -88,6 +91,11 @@ class Gateway {
   // Chat completion, non-streaming. `request` is the client's OpenAI-shaped body.
   virtual boost::asio::awaitable<Outcome<json>> chat(const CallContext& ctx, json request,
                                                      CallInfo& info) = 0;
+  // chat() answering with the chat.completion's JSON text, for the HTTP route: an
+  // OpenAI-compatible upstream's answer is passed through with `model` spliced in, not parsed
+  // into a DOM and serialised again.
+  virtual boost::asio::awaitable<Outcome<std::string>> chat_text(const CallContext& ctx,
+                                                                 json request, CallInfo& info) = 0;
   // Chat completion, streaming: returns once a target has produced its first chunk, so every
   // failure before that (including fallback) is an Error with an HTTP status.
   virtual boost::asio::awaitable<Outcome<std::unique_ptr<ChatStream>>> chat_stream(
