@@ -56,22 +56,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The driver: plain g++ against the static libraries, with the flags CMake used for them.
-mapfile -t flags < <(python3 - "$build/compile_commands.json" <<'EOF'
-import json, shlex, sys
-for entry in json.load(open(sys.argv[1])):
-    if entry["file"].endswith("src/sandbox/local_backend.cpp"):
-        args = shlex.split(entry["command"])
-        i = 0
-        while i < len(args):
-            a = args[i]
-            if a in ("-isystem", "-I", "-D"):
-                print(a); print(args[i + 1]); i += 2; continue
-            if a.startswith(("-D", "-I")):
-                print(a)
-            i += 1
-        break
-EOF
-)
+mapfile -t flags < <(compile_flags "$build" src/sandbox/local_backend.cpp)
 echo "== compiling the driver"
 g++ -std=c++20 -O2 -g "${flags[@]}" -o "$tmp/sandboxbench" "$here/sandboxbench.cpp" \
   "$build/src/libagentd_sandbox.a" "$build/src/libagentd_net.a" "$build/src/libagentd_core.a" \
@@ -95,33 +80,6 @@ same+=(--proc /proc --dev /dev --bind "$tmp/bare/work" /home/user --bind "$tmp/b
   --chdir /home/user --clearenv --setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   --setenv HOME /home/user --setenv USER user --)
 streamed='echo hi; sleep 1'
-
-# ---- wait for a quiet machine ---------------------------------------------------------------
-# As bench/store: the 1-minute load average at most 1.0, no compiler, linker, ninja or ctest,
-# CPUs at least 85% idle over 2 s; polled every 30 s for up to 20 minutes.
-idle_pct() {
-  local a b
-  a=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
-  sleep 2
-  b=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    t = y[2] - x[2]; idle = 100; if (t > 0) idle = 100 * (y[1] - x[1]) / t; printf "%d", idle }'
-}
-is_quiet() {
-  awk -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN { exit !(l <= 1.0) }' &&
-    ! pgrep -x 'cc1plus|ld|collect2|ninja|ctest' >/dev/null 2>&1 &&
-    [ "$(idle_pct)" -ge 85 ]
-}
-wait_quiet() {
-  local i
-  [ "$quiet" = 1 ] || return 0
-  for i in $(seq 40); do
-    is_quiet && return 0
-    echo "   (waiting for a quiet machine: load $(cut -d' ' -f1-3 /proc/loadavg), poll $i/40)"
-    sleep 30
-  done
-  echo "   (still busy after 20 minutes: measuring anyway)"
-}
 
 # ---- measure --------------------------------------------------------------------------------
 samples=$tmp/samples.txt

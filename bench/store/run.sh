@@ -51,22 +51,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The load generator: plain g++ against the static libraries, with the flags CMake used for them.
-mapfile -t flags < <(python3 - "$build/compile_commands.json" <<'EOF'
-import json, shlex, sys
-for entry in json.load(open(sys.argv[1])):
-    if entry["file"].endswith("src/store/kv.cpp"):
-        args = shlex.split(entry["command"])
-        i = 0
-        while i < len(args):
-            a = args[i]
-            if a in ("-isystem", "-I", "-D"):
-                print(a); print(args[i + 1]); i += 2; continue
-            if a.startswith(("-D", "-I")):
-                print(a)
-            i += 1
-        break
-EOF
-)
+mapfile -t flags < <(compile_flags "$build" src/store/kv.cpp)
 echo "== compiling the load generator"
 g++ -std=c++20 -O2 -g "${flags[@]}" -o "$tmp/storebench" "$here/storebench.cpp" \
   "$build/src/libagentd_store_kv.a" "$build/src/libagentd_store_sql.a" "$build/src/libagentd_core.a" \
@@ -85,35 +70,8 @@ fi
 redis_url="redis://127.0.0.1:$REDIS_PORT/0"
 pg_url=$AGENTD_TEST_DATABASE_URL
 
-# ---- wait for a quiet machine ---------------------------------------------------------------
-# Other benchmarks and builds share these cores. Before each measurement: wait until the
-# 1-minute load average is at most 1.0, no compiler, linker, ninja or ctest runs, and the CPUs
-# were at least 85% idle over 2 s (polled every 30 s, for up to 20 minutes); the load average is
-# recorded next to the figures.
-load1() { cut -d' ' -f1 /proc/loadavg; }
-idle_pct() {
-  local a b
-  a=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
-  sleep 2
-  b=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    t = y[2] - x[2]; idle = 100; if (t > 0) idle = 100 * (y[1] - x[1]) / t; printf "%d", idle }'
-}
-is_quiet() {
-  awk -v l="$(load1)" 'BEGIN { exit !(l <= 1.0) }' &&
-    ! pgrep -x 'cc1plus|ld|collect2|ninja|ctest' >/dev/null 2>&1 &&
-    [ "$(idle_pct)" -ge 85 ]
-}
-wait_quiet() {
-  local i
-  [ "$quiet" = 1 ] || return 0
-  for i in $(seq 40); do
-    is_quiet && return 0
-    echo "   (waiting for a quiet machine: load $(cut -d' ' -f1-3 /proc/loadavg), $(pgrep -xc 'cc1plus|ld|collect2|ninja|ctest' 2>/dev/null) build processes, poll $i/40)"
-    sleep 30
-  done
-  echo "   (still busy after 20 minutes: measuring anyway)"
-}
+# ---- wait for a quiet machine (wait_quiet in bench/lib.sh) -------------------------------------
+# Other benchmarks and builds share these cores; the load average is recorded next to the figures.
 
 results=$tmp/results.md
 rb() {  # rb PIPELINE OP: redis-benchmark's requests per second for OP (SET or GET), the median run
