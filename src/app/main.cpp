@@ -37,6 +37,17 @@ namespace {
 namespace asio = boost::asio;
 using namespace agentd;
 
+// The daemon's io_context, able to drop what is still queued or suspended on it (coroutine
+// frames and the guards in them) before the objects those refer to are destroyed: the
+// io_context's own destructor does it last, after the metrics, records and engine declared
+// below it are gone (a recovery sweep suspended at SIGTERM released its pool lease into a
+// destroyed gauge that way).
+class Loop : public asio::io_context {
+ public:
+  using asio::io_context::io_context;
+  void drop_pending() { shutdown(); }
+};
+
 constexpr const char* kUsage =
     "usage: agentd [-c FILE] [--set key.path=value]...\n"
     "       agentd --check-config FILE [--set key.path=value]...\n"
@@ -122,7 +133,7 @@ int run(const Args& args) {
     spdlog::warn("no clients configured: every route but /healthz will answer 401");
   }
 
-  asio::io_context io(1);
+  Loop io(1);
   core::Registry metrics;
   metrics.gauge("agentd_build_info", "Build information", {{"version", AGENTD_VERSION}}).set(1);
   core::start_loop_lag_monitor(io, metrics, std::chrono::milliseconds(250));
@@ -345,6 +356,7 @@ int run(const Args& args) {
   // Database calls still on the pool (a recovery sweep, an abandoned run's step) finish before
   // the records they use are destroyed.
   blocking.stop();
+  io.drop_pending();
   spdlog::info("agentd stopped");
   spdlog::default_logger()->flush();
   return 0;
