@@ -146,6 +146,9 @@ JsonBody parse_json_object(const Request& req) {
   } catch (const nlohmann::json::parse_error& e) {
     out.error = Response::error(400, "request body is not valid JSON (at byte " +
                                          std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::out_of_range&) {
+    // A number too large for a double (`1E400`) is not a parse_error but an out_of_range.
+    out.error = Response::error(400, "request body has a number out of range (too large for a double)");
   }
   return out;
 }

@@ -68,6 +68,14 @@ TEST(Http, JsonBodies) {
   ASSERT_TRUE(bad.error);
   EXPECT_EQ(bad.error->status, 400);
   EXPECT_NE(bad.error->body.find("at byte"), std::string::npos);
+  // A number past a double's range throws out_of_range, not parse_error (fuzz_http_request).
+  r.body = "1E111111{\"intent\":\"hello\"}";
+  ASSERT_TRUE(parse_json_object(r).error);
+  r.body = "{\"n\": 1E400}";
+  auto huge = parse_json_object(r);
+  ASSERT_TRUE(huge.error);
+  EXPECT_EQ(huge.error->status, 400);
+  EXPECT_NE(huge.error->body.find("out of range"), std::string::npos) << huge.error->body;
   r.body = "[1]";
   ASSERT_TRUE(parse_json_object(r).error);
   EXPECT_NE(parse_json_object(r).error->body.find("got array"), std::string::npos);
