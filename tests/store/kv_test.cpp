@@ -601,6 +601,10 @@ asio::awaitable<void> subscriber(Kv& kv, std::string stream, const std::vector<s
     for (auto& e : *r) seen.push_back(e.id);
   }
   CO_ASSERT(seen.size() == want);
+  // An entry can reach a subscriber (on another connection) before the reply to its XADD
+  // reaches the appender: compare once every append has been acknowledged.
+  while (ids->size() < total && Clock::now() < deadline) co_await sleep_for(1ms);
+  CO_ASSERT(ids->size() == total);
   for (std::size_t i = 0; i < want; ++i) {
     if (seen[i] != (*ids)[static_cast<std::size_t>(from + 1) + i]) {
       ADD_FAILURE() << "subscriber from " << from << ": entry " << i << " is " << seen[i]
