@@ -1048,7 +1048,7 @@ std::string start_sandboxed(Agentd& d, const json& exec_args, std::string& inten
 }
 
 TEST(AgentSandbox, SandboxSecondsBudgetStopsTheRun) {
-  if (::access("/usr/bin/bwrap", X_OK) != 0) GTEST_SKIP() << "bubblewrap is not installed";
+  ASSERT_EQ(::access("/usr/bin/bwrap", X_OK), 0) << "no bubblewrap (scripts/test installs it)";
   Agentd d({false, "budget: { sandbox_seconds: 1 }", true});
   d.fake.script(Action::tools({tool("sandbox__exec", R"({"cmd":"sleep 1.2; echo slept"})")}));
   auto id = d.start_intent({{"intent", "spend sandbox time"}, {"agent", "coder"}});
@@ -1061,7 +1061,7 @@ TEST(AgentSandbox, SandboxSecondsBudgetStopsTheRun) {
 }
 
 TEST(AgentSandboxRestart, SigkillLeavesNothingOnceRestartedAndOnRestartFailEndsTheIntent) {
-  if (::access("/usr/bin/bwrap", X_OK) != 0) GTEST_SKIP() << "bubblewrap is not installed";
+  ASSERT_EQ(::access("/usr/bin/bwrap", X_OK), 0) << "no bubblewrap (scripts/test installs it)";
   Agentd d({false, "lease: 2s, on_restart: fail", true});
   // A command that keeps running, with a background child that ignores SIGHUP and SIGTERM; the
   // marker (a sleep's argument) finds them among the host's processes.
@@ -1096,7 +1096,7 @@ TEST(AgentSandboxRestart, SigkillLeavesNothingOnceRestartedAndOnRestartFailEndsT
 }
 
 TEST(AgentSandboxRestart, AResumedIntentRunsInAFreshSandboxAndTheOldOneIsRemoved) {
-  if (::access("/usr/bin/bwrap", X_OK) != 0) GTEST_SKIP() << "bubblewrap is not installed";
+  ASSERT_EQ(::access("/usr/bin/bwrap", X_OK), 0) << "no bubblewrap (scripts/test installs it)";
   Agentd d({false, "lease: 2s", true});
   const std::string marker = "4321." + std::to_string(::getpid()) + "2";
   std::string id;
