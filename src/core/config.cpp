@@ -69,7 +69,12 @@ void ConfigNode::expect_map() const {
 ConfigNode ConfigNode::child(std::string_view key) const {
   const YAML::Node& cn = node_;
   YAML::Node found;
-  if (cn.IsMap()) found.reset(cn[std::string(key)]);
+  if (cn.IsMap()) {
+    // An absent key gives an invalid node, which reset() refuses (YAML::InvalidNode): keep a
+    // null one, so that child("absent").fail(...) is a ConfigError naming the path.
+    YAML::Node value = cn[std::string(key)];
+    if (value.IsDefined()) found.reset(value);
+  }
   return ConfigNode(found, join_path(path_, key));
 }
 

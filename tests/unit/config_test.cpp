@@ -267,5 +267,29 @@ TEST(LogAndStoreSections, Validation) {
   EXPECT_EQ(error_of("store: {redis: '', postgres: '${UNSET:-}'}\n"), "");
 }
 
+TEST(SandboxSection, ScopesTimesAndErrors) {
+  auto off = parse("store: {data_dir: /tmp/d}\n");
+  EXPECT_FALSE(off.sandbox.enabled);
+  auto c = parse("store: {data_dir: /tmp/d}\nsandbox: {backend: local}\n");
+  EXPECT_TRUE(c.sandbox.enabled);
+  EXPECT_EQ(c.sandbox.scope, sandbox::Scope::session);  // intents of one session share one
+  EXPECT_EQ(c.sandbox.session_idle, std::chrono::minutes(15));
+  EXPECT_EQ(c.sandbox.sweep_interval, std::chrono::minutes(1));
+  EXPECT_EQ(c.sandbox.local.root_dir, "/tmp/d/sandboxes");
+  auto i = parse("sandbox: {scope: intent, session_idle: 90s, sweep_interval: 5s}\n");
+  EXPECT_EQ(i.sandbox.scope, sandbox::Scope::intent);
+  EXPECT_EQ(i.sandbox.session_idle, std::chrono::seconds(90));
+  EXPECT_EQ(i.sandbox.sweep_interval, std::chrono::seconds(5));
+  EXPECT_THAT(error_of("sandbox: {backend: docker}\n"),
+              HasSubstr("sandbox.backend: expected local or e2b, got \"docker\""));
+  EXPECT_THAT(error_of("sandbox: {scope: user}\n"),
+              HasSubstr("sandbox.scope: expected session or intent, got \"user\""));
+  EXPECT_THAT(error_of("sandbox: {session_idle: 0s}\n"), HasSubstr("sandbox.session_idle: must be at least 1s"));
+  EXPECT_THAT(error_of("sandbox: {sweep_interval: 10ms}\n"), HasSubstr("sandbox.sweep_interval: must be at least 1s"));
+  EXPECT_THAT(error_of("sandbox: {session_ttl: 5m}\n"), HasSubstr("sandbox.session_ttl: unknown key"));
+  EXPECT_THAT(error_of("sandbox: {backend: e2b}\n"), HasSubstr("sandbox.e2b.api_key: is required"));
+  EXPECT_THAT(error_of("sandbox: {local: {read_only: [usr]}}\n"), HasSubstr("sandbox.local.read_only"));
+}
+
 }  // namespace
 }  // namespace agentd
