@@ -205,6 +205,7 @@ class DegradingKv final : public Kv {
   ~DegradingKv() override { stop(); }
 
   Cache& cache() override { return cache_; }
+  Cache& strict_cache() override { return inner_->cache(); }
   Counters& counters() override { return *counters_; }
   EventStreams& streams() override { return inner_->streams(); }
   std::string_view backend() const noexcept override { return "redis"; }

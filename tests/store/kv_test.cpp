@@ -1267,6 +1267,13 @@ asio::awaitable<void> unreachable(Kv& bare, Kv& wrapped) {
   auto cas = co_await wrapped.cache().compare_and_set("c", std::nullopt, "v", 0ms);
   CO_ASSERT(!cas.has_value());
   EXPECT_EQ(cas.error().code, Errc::unavailable);
+  // The strict cache tells the outage from a miss (the sandbox manager's run registry).
+  auto sg = co_await wrapped.strict_cache().get("k");
+  CO_ASSERT(!sg.has_value());
+  EXPECT_EQ(sg.error().code, Errc::unavailable);
+  auto ss = co_await wrapped.strict_cache().set("k", "v", 1000ms);
+  CO_ASSERT(!ss.has_value());
+  EXPECT_EQ(ss.error().code, Errc::unavailable);
   auto app = co_await wrapped.streams().append("s", "x");
   CO_ASSERT(!app.has_value());
   EXPECT_EQ(app.error().code, Errc::unavailable);

@@ -155,7 +155,11 @@ struct Health {
 class Kv {
  public:
   virtual ~Kv() = default;
+  // With Redis: errors are misses and dropped writes while it is unreachable (see make_kv).
   virtual Cache& cache() = 0;
+  // The same values with Redis's errors as values, no fallback: for callers that must tell a
+  // miss from an outage (which runs of agentd are alive).
+  virtual Cache& strict_cache() { return cache(); }
   // Never fails when made by make_kv or make_memory_kv; on the bare Redis backend
   // (make_redis_kv) a Redis error is thrown as std::runtime_error.
   virtual Counters& counters() = 0;
