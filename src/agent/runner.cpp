@@ -570,7 +570,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     for (const auto& step : plan["steps"]) {
       const auto* a = host_.config().agent(step.value("agent", ""));
       if (a && a->sandbox) {
-        for (auto* src : host_.tool_sources()) src->prewarm(intent_.id);
+        for (auto* src : host_.tool_sources()) src->prewarm(intent_.id, intent_.session_id);
         return;
       }
     }
@@ -1130,6 +1130,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
       ToolContext ctx;
       ctx.client = self->intent_.client;
       ctx.intent_id = self->intent_.id;
+      ctx.session_id = self->intent_.session_id;
       ctx.request_id = self->rid_;
       ctx.cancel = std::make_shared<Cancellation>();
       auto child = ctx.cancel;

@@ -1,10 +1,13 @@
 // Sandboxes as a tool source: sandbox__exec, sandbox__write_file, sandbox__read_file,
-// sandbox__list_files, sandbox__desktop. Each intent gets its own sandbox on first use (or
-// pre-warmed when a plan needs one), killed when the intent ends.
+// sandbox__list_files, sandbox__desktop. The sandbox is the session's (sandbox.scope: session,
+// for an intent with a session_id; killed once the session has not used it for session_idle)
+// or the intent's own (killed when the intent ends); created on first use, or pre-warmed when a
+// plan needs one.
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <unordered_map>
 
 #include "agentd/agent/tools.hpp"
 #include "agentd/sandbox/manager.hpp"
@@ -94,7 +97,8 @@ class SandboxTools final : public ToolSource {
     if (ctx.intent_id.empty()) co_return ToolResult::error("sandbox tools need an intent");
     sandbox::CreateOptions opts;
     opts.timeout = m_.config().default_timeout;
-    auto acquired = co_await m_.acquire(ctx.intent_id, std::move(opts));
+    auto [owner, user] = owner_of(ctx.intent_id, ctx.session_id);
+    auto acquired = co_await m_.acquire(owner, std::move(opts), user);
     if (!acquired) co_return ToolResult::error("no sandbox: " + acquired.error().message);
     const auto& info = acquired->info;
     if (acquired->created && ctx.emit) {
@@ -144,15 +148,34 @@ class SandboxTools final : public ToolSource {
     co_return ToolResult::error("unknown sandbox tool " + name);
   }
 
-  asio::awaitable<void> release(std::string owner) override { co_await m_.release(std::move(owner)); }
+  asio::awaitable<void> release(std::string intent_id) override {
+    auto it = sessions_.find(intent_id);
+    if (it == sessions_.end()) {
+      co_await m_.release(std::move(intent_id));
+      co_return;
+    }
+    std::string owner = std::move(it->second);
+    sessions_.erase(it);
+    m_.leave(owner, intent_id, m_.config().session_idle);
+  }
 
-  void prewarm(const std::string& owner) override {
+  void prewarm(const std::string& intent_id, const std::string& session_id) override {
     sandbox::CreateOptions opts;
     opts.timeout = m_.config().default_timeout;
-    m_.prewarm(owner, std::move(opts));
+    auto [owner, user] = owner_of(intent_id, session_id);
+    m_.prewarm(owner, std::move(opts), user);
   }
 
  private:
+  // Whose sandbox an intent's calls use, and as which user: (session owner, intent) or
+  // (intent, none). An intent using its session's sandbox is remembered until it ends.
+  std::pair<std::string, std::string> owner_of(const std::string& intent_id, const std::string& session_id) {
+    if (session_id.empty() || m_.config().scope != sandbox::Scope::session) return {intent_id, ""};
+    std::string owner = "session:" + session_id;
+    sessions_[intent_id] = owner;
+    return {owner, intent_id};
+  }
+
   asio::awaitable<ToolResult> exec(sandbox::Backend& b, const std::string& id, json args, ToolContext& ctx) {
     sandbox::ExecOptions o;
     o.cmd = args.value("cmd", "");
@@ -203,6 +226,7 @@ class SandboxTools final : public ToolSource {
   static asio::awaitable<void> kill(std::shared_ptr<sandbox::Process> proc) { (void)co_await proc->signal(9); }
 
   sandbox::Manager& m_;
+  std::unordered_map<std::string, std::string> sessions_;  // intent -> its session's owner key
 };
 
 }  // namespace

@@ -71,6 +71,35 @@ struct Args {
   bool migrate_status = false;
 };
 
+// Which runs of agentd are alive, in the Redis the instances share: a key per run with a TTL,
+// renewed while the run lives. An unreachable Redis (also before the first connection) answers
+// "cannot tell": the strict cache, since the degrading one turns an outage into a miss.
+class KvRunRegistry final : public sandbox::RunRegistry {
+ public:
+  explicit KvRunRegistry(store::Kv& kv) : kv_(kv), cache_(kv.strict_cache()) {}
+  asio::awaitable<void> announce(const std::string& run, std::chrono::milliseconds ttl) override {
+    // The first announce (at start, before the first clean-up) waits for the connection.
+    if (!connected_once_) connected_once_ = co_await kv_.wait_ready(std::chrono::seconds(10));
+    auto r = co_await cache_.set(key(run), "1", ttl);
+    if (!r && !failing_) spdlog::warn("sandbox: this run not announced in Redis (peers may take it for dead): {}", r.error().message);
+    if (r && failing_) spdlog::info("sandbox: this run announced in Redis again");
+    failing_ = !r;
+  }
+  asio::awaitable<std::optional<bool>> alive(const std::string& run) override {
+    auto r = co_await cache_.get(key(run));
+    if (!r) co_return std::nullopt;
+    co_return r->has_value();
+  }
+  asio::awaitable<void> withdraw(const std::string& run) override { (void)co_await cache_.del(key(run)); }
+
+ private:
+  static std::string key(const std::string& run) { return "sandbox_run:" + run; }
+  store::Kv& kv_;
+  store::Cache& cache_;
+  bool connected_once_ = false;
+  bool failing_ = false;  // warned once, until an announce succeeds again
+};
+
 asio::awaitable<void> shutdown_tail(agent::Engine& engine, sandbox::Manager* sandboxes,
                                    mcp::Multiplexer& mux, app::Ledger& ledger) {
   // Intents still running stay recorded as running: the next start resumes them.
@@ -253,7 +282,9 @@ int run(const Args& args) {
   // The planner: intents run agents and workflows over the AI layer and the tool sources,
   // recording each step durably and publishing their events on the store's streams.
   auto mcp_tools = agent::make_mcp_tools(*mux);
-  // Sandboxes (when configured): local bubblewrap sandboxes or E2B's, one per intent.
+  // Sandboxes (when configured): local bubblewrap sandboxes or E2B's, one per intent or session.
+  // Instances sharing Redis tell each other's live sandboxes from a dead run's by the runs
+  // announced there.
   std::unique_ptr<sandbox::Manager> sandboxes;
   std::unique_ptr<agent::ToolSource> sandbox_tools;
   if (config.sandbox.enabled) {
@@ -261,7 +292,9 @@ int run(const Args& args) {
       auto backend = config.sandbox.backend == sandbox::BackendKind::e2b
                          ? sandbox::make_e2b_backend(io.get_executor(), config.sandbox, *http_client, metrics)
                          : sandbox::make_local_backend(io.get_executor(), config.sandbox, metrics);
-      sandboxes = sandbox::make_manager(io.get_executor(), config.sandbox, std::move(backend), metrics);
+      std::shared_ptr<sandbox::RunRegistry> runs;
+      if (kv->backend() == "redis") runs = std::make_shared<KvRunRegistry>(*kv);
+      sandboxes = sandbox::make_manager(io.get_executor(), config.sandbox, std::move(backend), metrics, runs);
     } catch (const std::exception& e) {
       std::cerr << "agentd: sandbox: " << e.what() << "\n";
       return 1;
@@ -308,12 +341,9 @@ int run(const Args& args) {
   std::cout.flush();
   spdlog::info("agentd {} started", AGENTD_VERSION);
   mux->start();
-  // Sandboxes a previous run left (after a crash) are killed before intents resume.
-  if (sandboxes) {
-    asio::co_spawn(io, sandboxes->cleanup_leftovers(), [](std::exception_ptr e) {
-      if (e) spdlog::error("sandbox: cleaning up leftovers failed");
-    });
-  }
+  // Sandboxes a previous run left (after a crash) are killed as intents resume; with Redis,
+  // also those of peers that died, found by a periodic sweep.
+  if (sandboxes) sandboxes->start();
   // What a previous run of this instance (or a dead one) left unfinished: resumed or failed.
   asio::co_spawn(io, engine->recover(), [](std::exception_ptr e) {
     if (e) spdlog::error("intents: recovery failed");

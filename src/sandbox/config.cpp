@@ -22,6 +22,20 @@ Config parse_config(const core::ConfigNode& node, const std::string& data_dir) {
   c.max_sandboxes = static_cast<std::size_t>(
       node.get_int("max_sandboxes", static_cast<std::int64_t>(c.max_sandboxes), 1, 10000));
   c.max_output = node.get_size("max_output", c.max_output);
+  if (auto n = node.get("scope")) {
+    auto s = n->as_string();
+    if (s == "session") {
+      c.scope = Scope::session;
+    } else if (s == "intent") {
+      c.scope = Scope::intent;
+    } else {
+      n->fail("expected session or intent, got \"" + s + "\"");
+    }
+  }
+  c.session_idle = node.get_duration("session_idle", c.session_idle);
+  if (c.session_idle < std::chrono::seconds(1)) node.child("session_idle").fail("must be at least 1s");
+  c.sweep_interval = node.get_duration("sweep_interval", c.sweep_interval);
+  if (c.sweep_interval < std::chrono::seconds(1)) node.child("sweep_interval").fail("must be at least 1s");
   if (auto e = node.get("e2b")) {
     e->expect_map();
     auto& x = c.e2b;

@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <random>
+#include <set>
 #include <unordered_map>
 
 #include "agentd/sandbox/manager.hpp"
@@ -29,12 +30,19 @@ std::string new_run_id() {
 class ManagerImpl final : public Manager {
  public:
   ManagerImpl(asio::any_io_executor ex, Config config, std::unique_ptr<Backend> backend,
-              core::Registry& metrics)
-      : ex_(ex), config_(std::move(config)), backend_(std::move(backend)),
+              core::Registry& metrics, std::shared_ptr<RunRegistry> runs)
+      : ex_(ex), config_(std::move(config)), backend_(std::move(backend)), runs_(std::move(runs)),
+        loop_timer_(ex),
         created_(metrics.counter("agentd_sandbox_created_total", "Sandboxes created",
                                  {{"backend", std::string(backend_->name())}})),
         failed_(metrics.counter("agentd_sandbox_create_failures_total", "Sandbox creations that failed",
                                 {{"backend", std::string(backend_->name())}})),
+        idle_killed_(metrics.counter("agentd_sandbox_idle_killed_total",
+                                     "Sessions' sandboxes killed after session_idle without use",
+                                     {{"backend", std::string(backend_->name())}})),
+        leftovers_killed_(metrics.counter("agentd_sandbox_leftovers_killed_total",
+                                          "Sandboxes of runs of agentd no longer alive, killed",
+                                          {{"backend", std::string(backend_->name())}})),
         alive_gauge_(metrics.gauge("agentd_sandbox_alive", "Sandboxes alive, created by this instance",
                                    {{"backend", std::string(backend_->name())}})),
         create_seconds_(metrics.histogram("agentd_sandbox_create_seconds", "Time to create a sandbox",
@@ -45,16 +53,29 @@ class ManagerImpl final : public Manager {
   const Config& config() const noexcept override { return config_; }
   std::size_t alive() const noexcept override { return owners_.size(); }
 
-  asio::awaitable<Result<Acquired>> acquire(std::string owner, CreateOptions options) override {
+  asio::awaitable<Result<Acquired>> acquire(std::string owner, CreateOptions options, std::string user) override {
     if (owner.empty()) co_return Error{Errc::bad_request, "a sandbox needs an owner", std::nullopt};
+    if (options.timeout.count() <= 0) options.timeout = config_.default_timeout;
     auto it = owners_.find(owner);
     if (it != owners_.end()) {
       auto entry = it->second;
+      bool joined = !user.empty() && entry->users.insert(user).second;
+      if (joined) stop_idle(*entry);
       if (entry->creating) {
         // A pre-warm (or a concurrent call) is creating it: wait for that one.
         co_await entry->ready.async_wait(asio::as_tuple(asio::use_awaitable));
       }
       if (entry->error) co_return *entry->error;
+      if (joined) {
+        // The session's next intent: a full timeout again, and proof the sandbox still exists
+        // (it may have reached its timeout on the backend's side while idle).
+        auto r = co_await backend_->set_timeout(entry->info.id, options.timeout);
+        if (!r && r.error().code == Errc::not_found) {
+          spdlog::info("sandbox: {} of {} ended on its own; creating a new one", entry->info.id, owner);
+          if (auto cur = owners_.find(owner); cur != owners_.end() && cur->second == entry) forget(owner);
+          co_return co_await acquire(std::move(owner), std::move(options), std::move(user));
+        }
+      }
       Acquired a;
       a.info = entry->info;
       a.took = entry->took;
@@ -67,12 +88,12 @@ class ManagerImpl final : public Manager {
                       std::chrono::seconds(5)};
     }
     auto entry = std::make_shared<Entry>(ex_);
+    if (!user.empty()) entry->users.insert(user);
     owners_[owner] = entry;
     options.owner = owner;
     options.metadata[kMarkKey] = "1";
     options.metadata[kOwnerKey] = owner;
     options.metadata[kRunKey] = run_id_;
-    if (options.timeout.count() <= 0) options.timeout = config_.default_timeout;
     auto t0 = std::chrono::steady_clock::now();
     auto r = co_await backend_->create(std::move(options));
     entry->took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
@@ -94,6 +115,7 @@ class ManagerImpl final : public Manager {
       co_await kill_entry(owner, entry);
       co_return Error{Errc::cancelled, "the owner ended while its sandbox was created", std::nullopt};
     }
+    if (entry->users.empty() && entry->idle) arm_idle(owner, entry);  // its users left meanwhile
     Acquired a;
     a.info = entry->info;
     a.created = true;
@@ -101,11 +123,14 @@ class ManagerImpl final : public Manager {
     co_return a;
   }
 
-  void prewarm(std::string owner, CreateOptions options) override {
-    if (owners_.contains(owner)) return;
-    asio::co_spawn(ex_, prewarm_one(this, owner, std::move(options)), [owner](std::exception_ptr e) {
-      if (e) spdlog::warn("sandbox: pre-warm for {} failed with an exception", owner);
-    });
+  void prewarm(std::string owner, CreateOptions options, std::string user) override {
+    // acquire() does the work: creates it, waits for a creation in flight, or (a user joining
+    // a session's sandbox) refreshes its timeout.
+    if (auto it = owners_.find(owner); it != owners_.end() && (user.empty() || it->second->users.contains(user))) return;
+    asio::co_spawn(ex_, prewarm_one(this, owner, std::move(options), std::move(user)),
+                   [owner](std::exception_ptr e) {
+                     if (e) spdlog::warn("sandbox: pre-warm for {} failed with an exception", owner);
+                   });
   }
 
   asio::awaitable<void> release(std::string owner) override {
@@ -119,55 +144,150 @@ class ManagerImpl final : public Manager {
     co_await kill_entry(owner, entry);
   }
 
+  void leave(const std::string& owner, const std::string& user, milliseconds idle) override {
+    auto it = owners_.find(owner);
+    if (it == owners_.end()) return;
+    auto entry = it->second;
+    entry->users.erase(user);
+    if (!entry->users.empty()) return;
+    entry->idle = idle;
+    if (entry->creating) return;  // armed once created
+    arm_idle(owner, entry);
+  }
+
   asio::awaitable<void> cleanup_leftovers() override {
     auto list = co_await backend_->list();
     if (!list) {
       spdlog::warn("sandbox: cannot list {} sandboxes to clean up: {}", backend_->name(), list.error().message);
       co_return;
     }
+    std::unordered_map<std::string, std::optional<bool>> run_alive;  // asked once per run
     std::size_t killed = 0;
     for (const auto& info : *list) {
       auto mark = info.metadata.find(kMarkKey);
       if (mark == info.metadata.end() || mark->second != "1") continue;  // not ours
       auto run = info.metadata.find(kRunKey);
       if (run != info.metadata.end() && run->second == run_id_) continue;  // made by this run
+      if (runs_ && run != info.metadata.end()) {
+        // Another instance sharing the account: its sandboxes are its own while it lives.
+        auto known = run_alive.find(run->second);
+        if (known == run_alive.end()) {
+          known = run_alive.emplace(run->second, co_await runs_->alive(run->second)).first;
+        }
+        if (!known->second || *known->second) continue;
+      }
       // Not by owner: an intent resumed after the crash may already have a new sandbox (or one
       // being created) while this one is still what the dead run left for it.
       auto r = co_await backend_->kill(info.id);
       if (r) {
         ++killed;
+        leftovers_killed_.inc();
       } else if (r.error().code != Errc::not_found) {
         spdlog::warn("sandbox: leftover {} not killed: {}", info.id, r.error().message);
       }
     }
-    if (killed > 0) spdlog::info("sandbox: killed {} sandbox(es) left by an earlier run", killed);
+    if (killed > 0) spdlog::info("sandbox: killed {} sandbox(es) left by a run no longer alive", killed);
+  }
+
+  void start() override {
+    asio::co_spawn(ex_, run_loop(this), [](std::exception_ptr e) {
+      if (e) spdlog::error("sandbox: the clean-up loop ended with an exception");
+    });
   }
 
   asio::awaitable<void> stop() override {
+    stopping_ = true;
+    loop_timer_.cancel();
     std::vector<std::string> owners;
     for (auto& [o, e] : owners_) owners.push_back(o);
     for (auto& o : owners) co_await release(o);
+    if (runs_) co_await runs_->withdraw(run_id_);
   }
 
  private:
   struct Entry {
-    explicit Entry(asio::any_io_executor ex) : ready(ex, asio::steady_timer::time_point::max()) {}
+    explicit Entry(asio::any_io_executor ex)
+        : ready(ex, asio::steady_timer::time_point::max()), idle_timer(ex) {}
     Info info;
     bool creating = true;
     bool released = false;
     std::optional<Error> error;
     std::chrono::microseconds took{0};
     asio::steady_timer ready;  // cancelled once creation ended
+    std::set<std::string> users;  // intents using a session's sandbox
+    std::optional<milliseconds> idle;  // killed after this long without users
+    std::uint64_t idle_gen = 0;  // bumped when the idle wait is armed or called off
+    asio::steady_timer idle_timer;
   };
 
-  static asio::awaitable<void> prewarm_one(ManagerImpl* self, std::string owner, CreateOptions options) {
-    auto r = co_await self->acquire(owner, std::move(options));
+  // Heartbeat of this run in the registry; a run is taken for dead after three missed beats.
+  milliseconds beat() const { return std::min<milliseconds>(config_.sweep_interval, std::chrono::seconds(10)); }
+
+  static asio::awaitable<void> run_loop(ManagerImpl* self) {
+    if (self->runs_) co_await self->runs_->announce(self->run_id_, 3 * self->beat());
+    co_await self->cleanup_leftovers();
+    if (!self->runs_) co_return;
+    auto next_sweep = std::chrono::steady_clock::now() + self->config_.sweep_interval;
+    while (!self->stopping_) {
+      self->loop_timer_.expires_after(self->beat());
+      auto [ec] = co_await self->loop_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (ec || self->stopping_) co_return;
+      co_await self->runs_->announce(self->run_id_, 3 * self->beat());
+      if (std::chrono::steady_clock::now() >= next_sweep) {
+        co_await self->cleanup_leftovers();
+        next_sweep = std::chrono::steady_clock::now() + self->config_.sweep_interval;
+      }
+    }
+  }
+
+  static asio::awaitable<void> prewarm_one(ManagerImpl* self, std::string owner, CreateOptions options,
+                                           std::string user) {
+    auto r = co_await self->acquire(owner, std::move(options), std::move(user));
     if (!r) spdlog::warn("sandbox: pre-warm for {} failed: {}", owner, r.error().message);
   }
 
-  asio::awaitable<void> kill_entry(const std::string& owner, std::shared_ptr<Entry> entry) {
+  void stop_idle(Entry& entry) {
+    ++entry.idle_gen;
+    entry.idle.reset();
+    entry.idle_timer.cancel();
+  }
+
+  void arm_idle(const std::string& owner, std::shared_ptr<Entry> entry) {
+    ++entry->idle_gen;
+    asio::co_spawn(ex_, idle_watch(this, owner, entry, entry->idle_gen), [](std::exception_ptr) {});
+  }
+
+  // Kills a session's sandbox left without users for its idle time. Meanwhile its backend
+  // timeout is the idle time plus a minute: it outlives default_timeout while idle, and still
+  // ends if this process dies.
+  static asio::awaitable<void> idle_watch(ManagerImpl* self, std::string owner, std::shared_ptr<Entry> entry,
+                                          std::uint64_t gen) {
+    auto idle = *entry->idle;
+    (void)co_await self->backend_->set_timeout(entry->info.id, idle + std::chrono::minutes(1));
+    if (entry->idle_gen != gen) {
+      // A user came back during the call, and its own refresh may have landed first.
+      if (!entry->users.empty()) (void)co_await self->backend_->set_timeout(entry->info.id, self->config_.default_timeout);
+      co_return;
+    }
+    entry->idle_timer.expires_after(idle);
+    (void)co_await entry->idle_timer.async_wait(asio::as_tuple(asio::use_awaitable));  // the generation says why it ended
+    if (entry->idle_gen != gen || !entry->users.empty()) co_return;
+    auto it = self->owners_.find(owner);
+    if (it == self->owners_.end() || it->second != entry) co_return;
+    spdlog::info("sandbox: {} of {} unused for {} ms (sandbox.session_idle): killed", entry->info.id, owner,
+                 idle.count());
+    self->idle_killed_.inc();
+    co_await self->kill_entry(owner, entry);
+  }
+
+  void forget(const std::string& owner) {
     owners_.erase(owner);
     alive_gauge_.set(static_cast<double>(owners_.size()));
+  }
+
+  asio::awaitable<void> kill_entry(const std::string& owner, std::shared_ptr<Entry> entry) {
+    forget(owner);
+    stop_idle(*entry);
     auto r = co_await backend_->kill(entry->info.id);
     if (!r && r.error().code != Errc::not_found) {
       spdlog::warn("sandbox: {} of {} not killed: {} (it ends at its timeout)", entry->info.id, owner,
@@ -178,10 +298,15 @@ class ManagerImpl final : public Manager {
   asio::any_io_executor ex_;
   Config config_;
   std::unique_ptr<Backend> backend_;
+  std::shared_ptr<RunRegistry> runs_;
   const std::string run_id_ = new_run_id();
   std::unordered_map<std::string, std::shared_ptr<Entry>> owners_;
+  asio::steady_timer loop_timer_;
+  bool stopping_ = false;
   core::Counter& created_;
   core::Counter& failed_;
+  core::Counter& idle_killed_;
+  core::Counter& leftovers_killed_;
   core::Gauge& alive_gauge_;
   core::Histogram& create_seconds_;
 };
@@ -189,8 +314,9 @@ class ManagerImpl final : public Manager {
 }  // namespace
 
 std::unique_ptr<Manager> make_manager(asio::any_io_executor ex, Config config,
-                                      std::unique_ptr<Backend> backend, core::Registry& metrics) {
-  return std::make_unique<ManagerImpl>(ex, std::move(config), std::move(backend), metrics);
+                                      std::unique_ptr<Backend> backend, core::Registry& metrics,
+                                      std::shared_ptr<RunRegistry> runs) {
+  return std::make_unique<ManagerImpl>(ex, std::move(config), std::move(backend), metrics, std::move(runs));
 }
 
 }  // namespace agentd::sandbox

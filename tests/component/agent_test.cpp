@@ -41,9 +41,11 @@ struct Options {
   bool sandbox = false;  // a local (bubblewrap) sandbox backend, and the agent `coder` using it
 };
 
-// `postgres`: store.postgres (empty: SQLite in the data dir).
+// `postgres`: store.postgres (empty: SQLite in the data dir); `sandbox_keys`: extra keys of the
+// sandbox section, as "key: value, ..." (flow style).
 std::string config_yaml(const std::string& fake_url, const std::string& data_dir,
-                        const Options& o, const std::string& postgres = {}) {
+                        const Options& o, const std::string& postgres = {},
+                        const std::string& sandbox_keys = {}) {
   std::string y = R"(server: { listen: 127.0.0.1:0 }
 clients:
   - { name: alice, token: )" +
@@ -97,6 +99,13 @@ sandbox:
   backend: local
   local: { cpu_seconds: 30, memory: 256MiB, max_processes: 32 }
 )";
+    if (!sandbox_keys.empty()) {
+      for (std::size_t pos = 0; pos < sandbox_keys.size();) {
+        auto end = std::min(sandbox_keys.find(", ", pos), sandbox_keys.size());
+        y += "  " + sandbox_keys.substr(pos, end - pos) + "\n";
+        pos = end + 2;
+      }
+    }
   }
   y += R"(workflows:
   - { name: chain1, kind: chain, steps: [a, b] }
@@ -240,9 +249,9 @@ class EventReader {
 // One agentd process (restartable on the same data dir) and the LLM double it talks to.
 class Agentd {
  public:
-  explicit Agentd(Options o = {}, const std::string& postgres = {})
+  explicit Agentd(Options o = {}, const std::string& postgres = {}, const std::string& sandbox_keys = {})
       : dir_(make_temp_dir("agentd-agent-")) {
-    std::ofstream(dir_ + "/agentd.yaml") << config_yaml(fake.url(), dir_ + "/data", o, postgres);
+    std::ofstream(dir_ + "/agentd.yaml") << config_yaml(fake.url(), dir_ + "/data", o, postgres, sandbox_keys);
     start();
   }
   ~Agentd() {
@@ -1058,6 +1067,62 @@ TEST(AgentSandbox, SandboxSecondsBudgetStopsTheRun) {
   EXPECT_NE(ev.back().data.dump().find("sandbox-time budget"), std::string::npos) << ev.back().data;
   EXPECT_EQ(d.chats().size(), 1u) << "no model call once the sandbox time is spent";
   EXPECT_TRUE(eventually([&] { return sandboxes_on_disk(d) == 0; })) << "killed with its intent";
+}
+
+// The intents of one session share its sandbox (files written by one are there for the next);
+// an intent without a session gets its own, killed when it ends; the session's is killed once
+// no intent used it for session_idle.
+TEST(AgentSandboxSessions, IntentsOfASessionShareItsSandboxUntilItGoesIdle) {
+  ASSERT_EQ(::access("/usr/bin/bwrap", X_OK), 0) << "no bubblewrap (scripts/test installs it)";
+  Agentd d({false, "", true}, "", "session_idle: 5s");
+  d.fake.script({Action::tools({tool("sandbox__write_file", R"({"path":"notes.txt","content":"kept across intents"})")}),
+                 Action::reply("wrote it"),
+                 Action::tools({tool("sandbox__exec", R"({"cmd":"cat notes.txt"})")}),
+                 Action::reply("read it"),
+                 Action::tools({tool("sandbox__exec", R"({"cmd":"cat notes.txt"})")}),
+                 Action::reply("not there")});
+  auto created_in = [](const std::vector<Event>& ev) {
+    std::vector<std::string> ids;
+    for (const auto& e : ev) {
+      if (e.type == "sandbox.created") ids.push_back(e.data.value("sandbox_id", ""));
+    }
+    return ids;
+  };
+  auto output_of = [](const std::vector<Event>& ev) {
+    std::string out;
+    for (const auto& e : ev) {
+      if (e.type == "tool.output") out += e.data.value("data", "");
+    }
+    return out;
+  };
+  auto first = d.start_intent({{"intent", "write a note"}, {"agent", "coder"}, {"session_id", "proj-1"}});
+  auto ev1 = d.all_events(first);
+  ASSERT_TRUE(ends_with(ev1, "intent.completed")) << d.log();
+  auto made = created_in(ev1);
+  ASSERT_EQ(made.size(), 1u);
+  EXPECT_EQ(sandboxes_on_disk(d), 1u) << "the session's sandbox outlives the intent";
+
+  auto second = d.start_intent({{"intent", "read the note"}, {"agent", "coder"}, {"session_id", "proj-1"}});
+  auto ev2 = d.all_events(second);
+  ASSERT_TRUE(ends_with(ev2, "intent.completed")) << d.log();
+  EXPECT_TRUE(created_in(ev2).empty()) << "the second intent created a sandbox of its own";
+  EXPECT_NE(output_of(ev2).find("kept across intents"), std::string::npos) << output_of(ev2);
+
+  auto third = d.start_intent({{"intent", "read it without a session"}, {"agent", "coder"}});
+  auto ev3 = d.all_events(third);
+  ASSERT_TRUE(ends_with(ev3, "intent.completed")) << d.log();
+  auto own = created_in(ev3);
+  ASSERT_EQ(own.size(), 1u);
+  EXPECT_NE(own[0], made[0]);
+  EXPECT_EQ(output_of(ev3).find("kept across intents"), std::string::npos) << output_of(ev3);
+  EXPECT_TRUE(eventually([&] { return !exists(d.data_dir() + "/sandboxes/" + own[0]); }))
+      << "an intent's own sandbox goes with it";
+  EXPECT_TRUE(exists(d.data_dir() + "/sandboxes/" + made[0]));
+
+  // No intent of proj-1 for session_idle (5 s since the second ended): killed, files removed.
+  EXPECT_TRUE(eventually([&] { return sandboxes_on_disk(d) == 0; }, 10s)) << d.log();
+  auto metrics = d.call("GET", "/metrics").body;
+  EXPECT_NE(metrics.find("agentd_sandbox_idle_killed_total{backend=\"local\"} 1"), std::string::npos);
 }
 
 TEST(AgentSandboxRestart, SigkillLeavesNothingOnceRestartedAndOnRestartFailEndsTheIntent) {

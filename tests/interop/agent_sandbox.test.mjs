@@ -8,7 +8,9 @@ import { mkdtempSync, writeFileSync, rmSync, existsSync, readdirSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { startPrinting, stopAll, AGENTD_LISTENING, FAKE_LLM_LISTENING } from './children.mjs';
+import {
+  startPrinting, stopAll, control as controlAt, runIntent as runIntentAt, AGENTD_LISTENING, FAKE_LLM_LISTENING,
+} from './children.mjs';
 
 const UPSTREAM_KEY = 'upstream-key';
 const TOKEN = 'sandbox-interop-token-0123456';
@@ -18,31 +20,9 @@ let fake;
 let agentd;
 let dir;
 
-async function control(path, body) {
-  const res = await fetch(fake + path, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, await res.clone().text());
-  return res.json();
-}
+const control = (path, body) => controlAt(fake, path, body);
+const runIntent = (token, body) => runIntentAt(agentd, token, body);
 
-async function runIntent(token, body) {
-  const res = await fetch(`${agentd}/v1/intents`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
-    body: JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, await res.clone().text());
-  const text = await res.text();
-  const events = [];
-  for (const block of text.split('\n\n')) {
-    const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('');
-    if (data) events.push(JSON.parse(data));
-  }
-  return events;
-}
 
 before(async () => {
   fake = await startPrinting(children, process.env.FAKE_LLM_BIN, ['--api-key', UPSTREAM_KEY],

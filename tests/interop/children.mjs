@@ -1,5 +1,7 @@
 // Child processes for the interop tests: start a program and wait for the URL it prints,
-// stop them all at the end.
+// stop them all at the end; and the requests the tests make of them (a double's control
+// routes, an intent run to its end).
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
@@ -35,3 +37,30 @@ export async function stopAll(children) {
 
 export const AGENTD_LISTENING = /^agentd listening on (http:\/\/127\.0\.0\.1:\d+)$/;
 export const FAKE_LLM_LISTENING = /^fake_llm listening on (http:\/\/127\.0\.0\.1:\d+)$/;
+
+// A test double's control route (`/_fake/...`): GET without a body, POST with one; 200 expected.
+export async function control(base, path, body) {
+  const res = await fetch(base + path, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return res.json();
+}
+
+// POST /v1/intents with Accept: text/event-stream, read to the end: the events' data objects.
+export async function runIntent(base, token, body) {
+  const res = await fetch(`${base}/v1/intents`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  const events = [];
+  for (const block of (await res.text()).split('\n\n')) {
+    const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('');
+    if (data) events.push(JSON.parse(data));
+  }
+  return events;
+}

@@ -56,6 +56,7 @@ class Cancellation {
 struct ToolContext {
   std::string client;      // the intent's client (policy, audit)
   std::string intent_id;
+  std::string session_id;  // the intent's session; empty: none
   std::string request_id;  // for logs
   std::shared_ptr<Cancellation> cancel;
   std::function<void(const json& progress)> on_progress;  // may be unset
@@ -83,10 +84,11 @@ class ToolSource {
   virtual bool owns(const std::string& name) const = 0;
   virtual boost::asio::awaitable<ToolResult> call(const std::string& name, json arguments,
                                                   ToolContext ctx) = 0;
-  // The owner (an intent) ended: free what its calls created (sandboxes).
-  virtual boost::asio::awaitable<void> release(std::string /*owner*/) { co_return; }
-  // The owner's plan will need this source: get ready (create its sandbox) in the background.
-  virtual void prewarm(const std::string& /*owner*/) {}
+  // The intent ended: free what its calls created (its sandbox), or stop using what its session
+  // keeps (the session's sandbox).
+  virtual boost::asio::awaitable<void> release(std::string /*intent_id*/) { co_return; }
+  // The intent's plan will need this source: get ready (create its sandbox) in the background.
+  virtual void prewarm(const std::string& /*intent_id*/, const std::string& /*session_id*/) {}
 };
 
 }  // namespace agentd::agent

@@ -14,6 +14,9 @@ namespace agentd::sandbox {
 using std::chrono::milliseconds;
 
 enum class BackendKind { local, e2b };
+// Who owns the sandbox an agent's tools use: the intent, or the intent's session (the intents
+// of one conversation share one sandbox; intents without a session_id still get their own).
+enum class Scope { intent, session };
 
 struct E2bConfig {
   std::string api_key;             // X-API-KEY (from the environment: ${E2B_API_KEY})
@@ -50,6 +53,12 @@ struct Config {
   milliseconds default_timeout{std::chrono::minutes(10)};  // a sandbox's life unless extended
   std::size_t max_sandboxes = 32;  // alive at once on this instance
   std::size_t max_output = 1 << 20;  // bytes of a command's output given to the model
+  Scope scope = Scope::session;
+  // A session's sandbox is killed once no intent of the session has used it for this long.
+  milliseconds session_idle{std::chrono::minutes(15)};
+  // With instances sharing Redis: how often each looks for sandboxes of instances that died
+  // (their run is no longer announced) and kills them.
+  milliseconds sweep_interval{std::chrono::minutes(1)};
 };
 
 // Reads `sandbox` (absent: disabled). Throws ConfigError naming the key.
