@@ -73,6 +73,8 @@ class ManagerImpl final : public Manager {
         if (!r && r.error().code == Errc::not_found) {
           spdlog::info("sandbox: {} of {} ended on its own; creating a new one", entry->info.id, owner);
           if (auto cur = owners_.find(owner); cur != owners_.end() && cur->second == entry) forget(owner);
+          entry->dead = true;
+          entry->keepalive_timer.cancel();
           co_return co_await acquire(std::move(owner), std::move(options), std::move(user));
         }
       }
@@ -94,6 +96,7 @@ class ManagerImpl final : public Manager {
     options.metadata[kMarkKey] = "1";
     options.metadata[kOwnerKey] = owner;
     options.metadata[kRunKey] = run_id_;
+    entry->timeout = options.timeout;
     auto t0 = std::chrono::steady_clock::now();
     auto r = co_await backend_->create(std::move(options));
     entry->took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
@@ -110,6 +113,7 @@ class ManagerImpl final : public Manager {
     entry->info = *r;
     alive_gauge_.set(static_cast<double>(owners_.size()));
     entry->ready.cancel();
+    asio::co_spawn(ex_, keepalive(this, owner, std::weak_ptr<Entry>(entry)), [](std::exception_ptr) {});
     if (entry->released) {
       // The owner ended while the sandbox was being created.
       co_await kill_entry(owner, entry);
@@ -207,7 +211,7 @@ class ManagerImpl final : public Manager {
  private:
   struct Entry {
     explicit Entry(asio::any_io_executor ex)
-        : ready(ex, asio::steady_timer::time_point::max()), idle_timer(ex) {}
+        : ready(ex, asio::steady_timer::time_point::max()), idle_timer(ex), keepalive_timer(ex) {}
     Info info;
     bool creating = true;
     bool released = false;
@@ -218,6 +222,9 @@ class ManagerImpl final : public Manager {
     std::optional<milliseconds> idle;  // killed after this long without users
     std::uint64_t idle_gen = 0;  // bumped when the idle wait is armed or called off
     asio::steady_timer idle_timer;
+    milliseconds timeout{0};  // the backend timeout it was created with, renewed while in use
+    asio::steady_timer keepalive_timer;
+    bool dead = false;  // killed, or forgotten (it ended on its own)
   };
 
   // Heartbeat of this run in the registry; a run is taken for dead after three missed beats.
@@ -244,6 +251,37 @@ class ManagerImpl final : public Manager {
                                            std::string user) {
     auto r = co_await self->acquire(owner, std::move(options), std::move(user));
     if (!r) spdlog::warn("sandbox: pre-warm for {} failed: {}", owner, r.error().message);
+  }
+
+  // While a sandbox is in use (its intent runs, or its session has intents using it), its
+  // backend timeout is renewed every half timeout: a run longer than default_timeout keeps its
+  // sandbox; if this process dies the renewals stop and the backend ends it. A session's
+  // sandbox waiting out its idle time is left to idle_watch.
+  // Holds the entry weakly: when it goes (killed, or the manager destroyed) its timer goes with
+  // it, the wait ends aborted, and the loop ends without touching the manager.
+  static asio::awaitable<void> keepalive(ManagerImpl* self, std::string owner, std::weak_ptr<Entry> weak) {
+    for (;;) {
+      {
+        auto entry = weak.lock();
+        if (!entry || entry->dead) co_return;
+        entry->keepalive_timer.expires_after(std::max<milliseconds>(entry->timeout / 2, milliseconds(1)));
+        auto wait = entry->keepalive_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        entry.reset();  // not kept alive by this wait
+        (void)co_await std::move(wait);
+      }
+      auto entry = weak.lock();
+      if (!entry || entry->dead || self->stopping_) co_return;
+      if (entry->users.empty() && entry->idle) continue;  // idle: its own timeout is set
+      auto r = co_await self->backend_->set_timeout(entry->info.id, entry->timeout);
+      if (!r && r.error().code == Errc::not_found && !entry->dead) {
+        if (auto it = self->owners_.find(owner); it != self->owners_.end() && it->second == entry) {
+          spdlog::warn("sandbox: {} of {} ended on its own while in use", entry->info.id, owner);
+          self->forget(owner);
+        }
+        entry->dead = true;
+        co_return;
+      }
+    }
   }
 
   void stop_idle(Entry& entry) {
@@ -288,6 +326,8 @@ class ManagerImpl final : public Manager {
   asio::awaitable<void> kill_entry(const std::string& owner, std::shared_ptr<Entry> entry) {
     forget(owner);
     stop_idle(*entry);
+    entry->dead = true;
+    entry->keepalive_timer.cancel();
     auto r = co_await backend_->kill(entry->info.id);
     if (!r && r.error().code != Errc::not_found) {
       spdlog::warn("sandbox: {} of {} not killed: {} (it ends at its timeout)", entry->info.id, owner,

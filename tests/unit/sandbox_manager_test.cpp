@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -507,6 +508,57 @@ TEST(SandboxPeers, ALivePeersSandboxesAreKeptADeadRunsAreSweptAway) {
     co_await px.b->stop();
     EXPECT_TRUE(px.runs->until.empty());
   }(p), 10s);
+}
+
+asio::awaitable<Result<Manager::Acquired>> acq_with_timeout(Manager& m, const char* owner, const char* user,
+                                                             milliseconds timeout) {
+  std::string o = owner;
+  std::string u = user;
+  CreateOptions opts;
+  opts.timeout = timeout;
+  co_return co_await m.acquire(o, opts, u);
+}
+
+// A sandbox in use has its backend timeout renewed every half timeout (a run longer than
+// default_timeout keeps it); a session's sandbox waiting out its idle time, and a killed one,
+// are not renewed.
+TEST(SandboxKeepalive, InUseSandboxesAreRenewedIdleAndKilledOnesAreNot) {
+  Fixture f;
+  test::run_coroutine(f.io, [](Fixture& fx) -> asio::awaitable<void> {
+    auto ex = fx.io.get_executor();
+    auto renewals = [&fx](const std::string& id, milliseconds t) {
+      return std::count_if(fx.backend->timeouts.begin(), fx.backend->timeouts.end(),
+                           [&](const auto& x) { return x.first == id && x.second == t; });
+    };
+    auto a = co_await acq_with_timeout(*fx.manager, "intent-1", "", 100ms);
+    CO_ASSERT(a.has_value());
+    co_await sleep_for(ex, 280ms);
+    EXPECT_GE(renewals(a->info.id, 100ms), 3) << "an intent's sandbox is renewed while the intent runs";
+    co_await rel(*fx.manager, "intent-1");
+    auto after_kill = renewals(a->info.id, 100ms);
+    co_await sleep_for(ex, 150ms);
+    EXPECT_EQ(renewals(a->info.id, 100ms), after_kill) << "renewed after it was killed";
+
+    auto s = co_await acq_with_timeout(*fx.manager, "session:s1", "i1", 100ms);
+    CO_ASSERT(s.has_value());
+    co_await sleep_for(ex, 130ms);
+    EXPECT_GE(renewals(s->info.id, 100ms), 2);
+    fx.manager->leave("session:s1", "i1", 5s);
+    co_await sleep_for(ex, 60ms);
+    auto idle_from = renewals(s->info.id, 100ms);
+    co_await sleep_for(ex, 200ms);
+    EXPECT_EQ(renewals(s->info.id, 100ms), idle_from) << "renewed while idle";
+    EXPECT_EQ(renewals(s->info.id, 5s + std::chrono::minutes(1)), 1);
+    // A sandbox that ended on its own while in use is forgotten: the next acquire makes another.
+    auto t = co_await acq_with_timeout(*fx.manager, "intent-2", "", 100ms);
+    CO_ASSERT(t.has_value());
+    std::erase_if(fx.backend->alive, [&](const Info& i) { return i.id == t->info.id; });
+    co_await sleep_for(ex, 120ms);
+    auto u = co_await acq_with_timeout(*fx.manager, "intent-2", "", 100ms);
+    CO_ASSERT(u.has_value());
+    EXPECT_TRUE(u->created);
+    EXPECT_NE(u->info.id, t->info.id);
+  }(f), 5s);
 }
 
 }  // namespace
