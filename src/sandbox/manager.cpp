@@ -72,9 +72,7 @@ class ManagerImpl final : public Manager {
         auto r = co_await backend_->set_timeout(entry->info.id, options.timeout);
         if (!r && r.error().code == Errc::not_found) {
           spdlog::info("sandbox: {} of {} ended on its own; creating a new one", entry->info.id, owner);
-          if (auto cur = owners_.find(owner); cur != owners_.end() && cur->second == entry) forget(owner);
-          entry->dead = true;
-          entry->keepalive_timer.cancel();
+          retire(owner, *entry);
           co_return co_await acquire(std::move(owner), std::move(options), std::move(user));
         }
       }
@@ -274,11 +272,8 @@ class ManagerImpl final : public Manager {
       if (entry->users.empty() && entry->idle) continue;  // idle: its own timeout is set
       auto r = co_await self->backend_->set_timeout(entry->info.id, entry->timeout);
       if (!r && r.error().code == Errc::not_found && !entry->dead) {
-        if (auto it = self->owners_.find(owner); it != self->owners_.end() && it->second == entry) {
-          spdlog::warn("sandbox: {} of {} ended on its own while in use", entry->info.id, owner);
-          self->forget(owner);
-        }
-        entry->dead = true;
+        spdlog::warn("sandbox: {} of {} ended on its own while in use", entry->info.id, owner);
+        self->retire(owner, *entry);
         co_return;
       }
     }
@@ -323,11 +318,17 @@ class ManagerImpl final : public Manager {
     alive_gauge_.set(static_cast<double>(owners_.size()));
   }
 
+  // Takes an entry out of service: off the owner map (when it is still the owner's), no idle
+  // wait, no renewals. One place for a kill and for a sandbox that ended on its own.
+  void retire(const std::string& owner, Entry& entry) {
+    if (auto it = owners_.find(owner); it != owners_.end() && it->second.get() == &entry) forget(owner);
+    stop_idle(entry);
+    entry.dead = true;
+    entry.keepalive_timer.cancel();
+  }
+
   asio::awaitable<void> kill_entry(const std::string& owner, std::shared_ptr<Entry> entry) {
-    forget(owner);
-    stop_idle(*entry);
-    entry->dead = true;
-    entry->keepalive_timer.cancel();
+    retire(owner, *entry);
     auto r = co_await backend_->kill(entry->info.id);
     if (!r && r.error().code != Errc::not_found) {
       spdlog::warn("sandbox: {} of {} not killed: {} (it ends at its timeout)", entry->info.id, owner,
