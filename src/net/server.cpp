@@ -481,6 +481,9 @@ class ServerImpl final : public HttpServer {
       std::size_t bytes = res.body.size();
       int status = res.status;
       if (res.sse && !head) {
+        // A stream can stay open for minutes: the request's read buffer (4 KB or more) is
+        // given back meanwhile unless it holds the start of a pipelined request.
+        if (buffer.size() == 0) buffer.shrink_to_fit();
         ok = co_await stream_events(stream, conn, req, res);
         keep = keep && ok;
       } else {

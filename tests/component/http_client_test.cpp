@@ -14,6 +14,7 @@
 #include <functional>
 #include <future>
 #include <thread>
+#include <vector>
 
 #include "agentd/net/client.hpp"
 #include "agentd/net/server.hpp"
@@ -187,6 +188,87 @@ TEST(HttpClient, StreamsAnEventStreamPieceByPiece) {
   EXPECT_EQ(out[0], "tick 0");
   EXPECT_EQ(out[3], "tick 3");
   EXPECT_EQ(out[4], "reads>=4:yes");  // pieces arrived as they were sent, not all at the end
+}
+
+// A raw HTTP/1.1 server on a thread: for each of `answers` requests on one connection it
+// reads the request head and writes the answer's pieces with a pause between them.
+class RawServer {
+ public:
+  explicit RawServer(std::vector<std::vector<std::string>> answers) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(fd_, 4), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this, answers = std::move(answers)] {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      for (const auto& pieces : answers) {
+        std::string head;
+        char ch;
+        while (head.find("\r\n\r\n") == std::string::npos && ::read(c, &ch, 1) == 1) head += ch;
+        for (const auto& p : pieces) {
+          if (::write(c, p.data(), p.size()) != static_cast<ssize_t>(p.size())) break;
+          std::this_thread::sleep_for(15ms);
+        }
+      }
+      std::this_thread::sleep_for(200ms);
+      ::close(c);
+    });
+  }
+  ~RawServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+  }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+// Body bytes are taken from what the connection already read, and a wait holds no body
+// buffer: pieces split inside a chunk header, inside chunk data and inside the final chunk
+// must still come out whole and in order, and the connection must be reusable after.
+TEST(HttpClient, ChunkedAndSplitBodiesComeOutWholeAndTheConnectionIsReused) {
+  RawServer raw({
+      {"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+       "lo\r\n1", "4\r\n0123456789", "0123456789\r\n3\r\nabc\r\n0\r", "\n\r\n"},  // 0x14 = 20
+      {"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello", " world"},
+  });
+  auto out = run({}, [&](net::HttpClient& c, core::Registry& m) -> asio::awaitable<std::string> {
+    std::string got;
+    auto st = co_await c.open(get(raw.url("/a")));
+    if (!st) co_return "open: " + st.error().message;
+    for (int i = 0; i < 100; ++i) {
+      auto piece = co_await (*st)->read();
+      if (!piece) co_return "read: " + piece.error().message;
+      if (piece->empty()) break;
+      got += *piece + "|";
+    }
+    st->reset();  // done: back to the pool
+    auto second = co_await c.request(get(raw.url("/b")));
+    got += second ? second->body : "second: " + second.error().message;
+    bool one = m.render().find("connections_opened_total{origin=\"http://127.0.0.1:" +
+                               std::to_string(raw.port()) + "\"} 1\n") != std::string::npos;
+    co_return got + (one ? " (one connection)" : " (reconnected)");
+  });
+  // Each piece is what had arrived when it was read: the split points show through.
+  std::string joined;
+  for (char ch : out) {
+    if (ch != '|') joined += ch;
+  }
+  EXPECT_EQ(joined, "hello01234567890123456789abchello world (one connection)") << out;
+  EXPECT_NE(out.find("hel|"), std::string::npos) << out;  // the first piece before the rest came
 }
 
 TEST(HttpClient, EachDeadlineNamesItsPhase) {

@@ -82,7 +82,7 @@ struct ClientConfig {
   std::string proxy;     // default HTTP proxy (http://host:port); empty: direct
   std::string ca_file;   // extra trust anchor (PEM); the system store is always used
   bool verify_peer = true;
-  std::size_t max_idle_per_origin = 32;
+  std::size_t max_idle_per_origin = 256;  // as Node's http.Agent (maxFreeSockets)
   milliseconds idle_keepalive{std::chrono::seconds(50)};  // idle pooled connections close after
   std::uint64_t max_response_bytes = 64ull * 1024 * 1024;
   std::string user_agent = "agentd";
