@@ -981,6 +981,7 @@ class RunImpl final : public Run, public std::enable_shared_from_this<RunImpl> {
     // A run acts on what the model answers (tool calls): an earlier answer to the same
     // conversation must not stand in for a fresh one.
     ctx.no_cache = true;
+    ctx.dom_chunks = true;  // read below with next()
     const auto timeout = host_.config().intents.step_timeout;
     bool timed_out = false;
     std::unique_ptr<ai::ChatStream> stream;

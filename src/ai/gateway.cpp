@@ -275,7 +275,9 @@ class StreamImpl final : public ChatStream {
       co_return Outcome<void>{};
     }
     for (auto& ev : parser_.feed(*piece)) {
-      auto chunks = tr_->on_event_text(ev);
+      // The base translator's on_event_text is the DOM path (on_event); a dialect's own
+      // override scans and splices text for callers that forward it.
+      auto chunks = dom_chunks_ ? tr_->StreamTranslator::on_event_text(ev) : tr_->on_event_text(ev);
       if (!chunks) {
         auto e = chunks.error();
         e.provider = target_.label();
@@ -290,7 +292,8 @@ class StreamImpl final : public ChatStream {
         }
         streamed_chars_ += c.content_bytes;
         if (c.usage_only) {
-          info_.usage = c.usage;
+          // Only an object is usage: anything else would make the accounting throw.
+          if (c.usage && c.usage->is_object()) info_.usage = c.usage;
           if (!include_usage_) continue;
         }
         if (!committed_ && c.meaningful) {
@@ -326,6 +329,7 @@ class StreamImpl final : public ChatStream {
   std::int64_t est_tokens_ = 0;
   std::string cache_key_;
   bool record_ = false;
+  bool dom_chunks_ = false;  // parse chunks straight into DOMs (the caller reads next())
   std::weak_ptr<void> gw_alive_;
   std::string client_;
   std::string request_id_;
@@ -449,7 +453,8 @@ class GatewayImpl final : public Gateway {
     auto deadline = started + config_.total_timeout;
     auto result = co_await try_targets<std::unique_ptr<StreamImpl>>(
         plan, info, deadline, ctx, [&](const Target& t) {
-          return attempt_stream(t, request, include_usage, !key.key.empty(), est, deadline, info);
+          return attempt_stream(t, request, include_usage, !key.key.empty(), ctx.dom_chunks, est, deadline,
+                                info);
         });
     if (!result) {
       co_await limiter_.settle(admission, est, 0);
@@ -493,7 +498,7 @@ class GatewayImpl final : public Gateway {
         plan, info, deadline, ctx,
         [&](const Target& t) { return attempt_embeddings(t, request, est, deadline, info); });
     if (result) {
-      if (auto u = result->find("usage"); u != result->end()) info.usage = *u;
+      if (auto u = result->find("usage"); u != result->end() && u->is_object()) info.usage = *u;
       if (info.usage) {
         info.cost_usd = cost_of(providers_.at(info.provider).config, info.model, *info.usage);
       }
@@ -580,15 +585,14 @@ class GatewayImpl final : public Gateway {
     }
     if (s.committed_ && !s.failed_) routing_.success(s.target_, now, s.ttft_);
     if (s.failed_) routing_.failure(s.target_, now);
-    if (s.ttft_) {
-      metrics_
-          .histogram("agentd_ai_time_to_first_token_seconds",
-                     "Time from the upstream call to the first token, by target",
-                     core::latency_buckets(), {{"target", s.target_.label()}})
-          .observe(static_cast<double>(s.ttft_->count()) / 1000.0);
-    }
+    if (s.ttft_) target_metrics(s.target_).ttft().observe(static_cast<double>(s.ttft_->count()) / 1000.0);
     count_tokens(info, s.client_, s.request_id_);
     bool complete = s.upstream_done_ && s.tr_->finished() && !s.failed_ && !s.cancelled_;
+    // A stream is counted when it ends (the calls that failed before it opened were counted
+    // then): whole, cut off by its consumer, or broken mid-way.
+    labelled(requests_, "agentd_ai_requests_total", "AI calls by outcome", "outcome",
+             complete ? "ok" : s.cancelled_ ? "cancelled" : "error")
+        .inc();
     std::string cache_value;
     if (complete && s.record_) {  // a JSON array of the chunks
       cache_value = "[";
@@ -663,10 +667,9 @@ class GatewayImpl final : public Gateway {
       info.cache = out.hit ? "hit" : "miss";
       if (out.hit) out.key.clear();
     }
-    metrics_.counter("agentd_ai_cache_total", "Response cache lookups by result",
-                     {{"result", info.cache}}).inc();
-    metrics_.gauge("agentd_ai_cache_bytes", "Memory held by the in-process response cache")
-        .set(static_cast<double>(cache_->bytes()));
+    labelled(cache_results_, "agentd_ai_cache_total", "Response cache lookups by result", "result", info.cache)
+        .inc();
+    cache_bytes_.set(static_cast<double>(cache_->bytes()));
     co_return out;
   }
 
@@ -709,8 +712,8 @@ class GatewayImpl final : public Gateway {
         continue;
       }
       if (i > 0 && have_error) {
-        metrics_.counter("agentd_ai_fallbacks_total", "Calls moved on to a next target",
-                         {{"to", t.label()}}).inc();
+        labelled(fallbacks_, "agentd_ai_fallbacks_total", "Calls moved on to a next target", "to", t.label())
+            .inc();
       }
       for (int n = 1; n <= config_.retry.attempts; ++n) {
         ++info.attempts;
@@ -722,11 +725,7 @@ class GatewayImpl final : public Gateway {
           info.model = t.model;
           if constexpr (!std::is_same_v<T, std::unique_ptr<StreamImpl>>) {
             routing_.success(t, now, duration_cast<milliseconds>(now - t0));
-            metrics_
-                .histogram("agentd_ai_upstream_latency_seconds",
-                           "Time for a whole non-streaming upstream answer, by target",
-                           core::latency_buckets(), {{"target", t.label()}})
-                .observe(std::chrono::duration<double>(now - t0).count());
+            target_metrics(t).latency().observe(std::chrono::duration<double>(now - t0).count());
           }
           breaker_metric(t, now);
           attempt_metric(t, "ok");
@@ -808,19 +807,93 @@ class GatewayImpl final : public Gateway {
     return "other";
   }
 
-  void breaker_metric(const Target& t, Clock::time_point now) {
-    metrics_
-        .gauge("agentd_ai_breaker_open", "1 while a target's circuit breaker is open",
-               {{"target", t.label()}})
-        .set(routing_.is_open(t, now) ? 1 : 0);
+  // A target's metric series, looked up in the registry once (by name and labels, under its
+  // lock) instead of on every request.
+  struct TargetMetrics {
+    TargetMetrics(core::Registry& r, std::string l) : reg(r), label(std::move(l)) {}
+    core::Registry& reg;
+    std::string label;
+    core::Histogram* latency_ = nullptr;
+    core::Histogram* ttft_ = nullptr;
+    core::Gauge* breaker_ = nullptr;
+    core::Counter* tokens_[2] = {nullptr, nullptr};
+    core::Counter* spend_ = nullptr;
+    std::map<std::string, core::Counter*, std::less<>> attempts_;
+
+    core::Histogram& latency() {
+      if (!latency_) {
+        latency_ = &reg.histogram("agentd_ai_upstream_latency_seconds",
+                                  "Time for a whole non-streaming upstream answer, by target",
+                                  core::latency_buckets(), {{"target", label}});
+      }
+      return *latency_;
+    }
+    core::Histogram& ttft() {
+      if (!ttft_) {
+        ttft_ = &reg.histogram("agentd_ai_time_to_first_token_seconds",
+                               "Time from the upstream call to the first token, by target",
+                               core::latency_buckets(), {{"target", label}});
+      }
+      return *ttft_;
+    }
+    core::Gauge& breaker() {
+      if (!breaker_) {
+        breaker_ = &reg.gauge("agentd_ai_breaker_open", "1 while a target's circuit breaker is open",
+                              {{"target", label}});
+      }
+      return *breaker_;
+    }
+    core::Counter& tokens(int completion) {
+      auto& c = tokens_[completion];
+      if (!c) {
+        c = &reg.counter("agentd_ai_tokens_total", "Tokens by target and kind",
+                         {{"target", label}, {"kind", completion ? "completion_tokens" : "prompt_tokens"}});
+      }
+      return *c;
+    }
+    core::Counter& spend() {
+      if (!spend_) {
+        spend_ = &reg.counter("agentd_ai_spend_usd_total", "Estimated spend by target", {{"target", label}});
+      }
+      return *spend_;
+    }
+    core::Counter& attempts(std::string_view outcome) {
+      auto it = attempts_.find(outcome);
+      if (it == attempts_.end()) {
+        auto& c = reg.counter("agentd_ai_upstream_attempts_total", "Upstream calls by target and outcome",
+                              {{"target", label}, {"outcome", std::string(outcome)}});
+        it = attempts_.emplace(std::string(outcome), &c).first;
+      }
+      return *it->second;
+    }
+  };
+
+  TargetMetrics& target_metrics(const std::string& provider, const std::string& model) {
+    std::string label = provider + "/" + model;
+    auto it = target_metrics_.find(label);
+    if (it == target_metrics_.end()) {
+      it = target_metrics_.try_emplace(label, metrics_, label).first;
+    }
+    return it->second;
+  }
+  TargetMetrics& target_metrics(const Target& t) { return target_metrics(t.provider, t.model); }
+
+  // Series by one label value (outcome, result, client), looked up once each.
+  core::Counter& labelled(std::map<std::string, core::Counter*, std::less<>>& memo, const char* name,
+                          const char* help, const char* key, std::string_view value) {
+    auto it = memo.find(value);
+    if (it == memo.end()) {
+      auto& c = metrics_.counter(name, help, {{key, std::string(value)}});
+      it = memo.emplace(std::string(value), &c).first;
+    }
+    return *it->second;
   }
 
-  void attempt_metric(const Target& t, const char* outcome) {
-    metrics_
-        .counter("agentd_ai_upstream_attempts_total", "Upstream calls by target and outcome",
-                 {{"target", t.label()}, {"outcome", outcome}})
-        .inc();
+  void breaker_metric(const Target& t, Clock::time_point now) {
+    target_metrics(t).breaker().set(routing_.is_open(t, now) ? 1 : 0);
   }
+
+  void attempt_metric(const Target& t, const char* outcome) { target_metrics(t).attempts(outcome).inc(); }
 
   void on_spend(std::function<void(const SpendEvent&)> fn) override { spend_sink_ = std::move(fn); }
 
@@ -837,33 +910,26 @@ class GatewayImpl final : public Gateway {
       spend_sink_(e);
     }
     if (info.cost_usd > 0) {
-      metrics_
-          .counter("agentd_ai_client_spend_usd_total", "Estimated spend by client",
-                   {{"client", client.empty() ? "-" : client}})
+      labelled(client_spend_, "agentd_ai_client_spend_usd_total", "Estimated spend by client", "client",
+               client.empty() ? std::string_view("-") : std::string_view(client))
           .inc(info.cost_usd);
     }
     if (!info.usage || info.provider.empty()) return;
-    std::string target = info.provider + "/" + info.model;
+    auto& tm = target_metrics(info.provider, info.model);
+    int completion = 0;
     for (const char* k : {"prompt_tokens", "completion_tokens"}) {
       double v = info.usage->value(k, 0.0);
-      if (v > 0) {
-        metrics_.counter("agentd_ai_tokens_total", "Tokens by target and kind",
-                         {{"target", target}, {"kind", k}}).inc(v);
-      }
+      if (v > 0) tm.tokens(completion).inc(v);
+      ++completion;
     }
-    if (info.cost_usd > 0) {
-      metrics_.counter("agentd_ai_spend_usd_total", "Estimated spend by target", {{"target", target}})
-          .inc(info.cost_usd);
-    }
+    if (info.cost_usd > 0) tm.spend().inc(info.cost_usd);
   }
 
   void finish(CallInfo& info, Clock::time_point started, const char* outcome,
               const CallContext& ctx) {
     auto total = duration_cast<microseconds>(Clock::now() - started);
     info.overhead = std::max(microseconds(0), total - info.upstream);
-    metrics_
-        .counter("agentd_ai_requests_total", "AI calls by outcome", {{"outcome", outcome}})
-        .inc();
+    labelled(requests_, "agentd_ai_requests_total", "AI calls by outcome", "outcome", outcome).inc();
     count_tokens(info, ctx.client, ctx.request_id);
   }
 
@@ -939,7 +1005,8 @@ class GatewayImpl final : public Gateway {
   awaitable<Outcome<std::unique_ptr<StreamImpl>>> attempt_stream(const Target& t,
                                                                  const json& request,
                                                                  bool include_usage,
-                                                                 bool record, std::int64_t est,
+                                                                 bool record, bool dom_chunks,
+                                                                 std::int64_t est,
                                                                  Clock::time_point deadline,
                                                                  CallInfo& info) {
     const auto& prov = providers_.at(t.provider);
@@ -968,6 +1035,7 @@ class GatewayImpl final : public Gateway {
                                           prov.dialect->chat_stream(t.model), include_usage,
                                           deadline, CallInfo{}, t0);
     s->record_ = record;  // before prime(): the first chunks belong in the cache too
+    s->dom_chunks_ = dom_chunks;
     auto first_token_deadline = t0 + config_.first_token_timeout;
     auto primed = co_await s->prime(first_token_deadline);
     info.upstream += duration_cast<microseconds>(Clock::now() - t0);
@@ -1037,6 +1105,13 @@ class GatewayImpl final : public Gateway {
   Limiter limiter_;
   std::map<std::string, Provider, std::less<>> providers_;
   std::mt19937 rng_;
+  std::map<std::string, TargetMetrics, std::less<>> target_metrics_;
+  std::map<std::string, core::Counter*, std::less<>> requests_;
+  std::map<std::string, core::Counter*, std::less<>> client_spend_;
+  std::map<std::string, core::Counter*, std::less<>> cache_results_;
+  std::map<std::string, core::Counter*, std::less<>> fallbacks_;
+  core::Gauge& cache_bytes_ = metrics_.gauge("agentd_ai_cache_bytes",
+                                             "Memory held by the in-process response cache");
   std::shared_ptr<void> alive_ = std::make_shared<int>(0);  // streams check it before calling back
 };
 

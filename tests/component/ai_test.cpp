@@ -30,7 +30,8 @@ constexpr const char* kNarrowToken = "narrow-token-0123456789ab";
 // `${FAKE}` is the provider double's URL.
 class Agentd {
  public:
-  Agentd(const FakeLlm& fake, const std::string& ai_yaml) {
+  Agentd(const FakeLlm& fake, const std::string& ai_yaml) : Agentd(fake.url(), ai_yaml) {}
+  Agentd(const std::string& upstream_url, const std::string& ai_yaml) {
     std::string yaml = std::string("server: {listen: 127.0.0.1:0}\n") +
                        "clients:\n"
                        "  - {name: full, token: " + kToken + ", scopes: ['*']}\n"
@@ -38,7 +39,7 @@ class Agentd {
                        ", scopes: ['models:fast']}\n"
                        "log: {level: warn, access_log: false}\n" + ai_yaml;
     for (std::size_t p; (p = yaml.find("${FAKE}")) != std::string::npos;) {
-      yaml.replace(p, 7, fake.url());
+      yaml.replace(p, 7, upstream_url);
     }
     config_ = app::parse_config(core::load_yaml_string(yaml));
     client_ = net::make_http_client(io_.get_executor(), config_.http_client, metrics_);
@@ -614,6 +615,95 @@ TEST(Ai, ConcurrentRequestsNeverOverspendABudget) {
   EXPECT_EQ(fake.count(), 10u);
   // Settled at the real cost ($1 each): the budget is spent, the next call is refused.
   EXPECT_EQ(post(d.port(), "/v1/chat/completions", chat_body("priced", "after"))->status, 429);
+}
+
+// An OpenAI-compatible upstream that answers every chat completion with the given raw body
+// (non-streaming) or the given `data:` payloads (streaming): shapes the double never sends.
+class RawUpstream {
+ public:
+  RawUpstream(std::string body, std::vector<std::string> events) {
+    net::ServerConfig config;
+    config.listeners = {{"127.0.0.1", 0, false}};
+    config.access_log = false;
+    server_ = net::make_http_server(
+        io_, config,
+        [body = std::move(body), events = std::move(events)](net::Request& req) -> boost::asio::awaitable<net::Response> {
+          if (req.path.ends_with("/embeddings")) {
+            co_return net::Response::text(
+                200,
+                R"({"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],)"
+                R"("model":"m","usage":[1,2]})",
+                "application/json");
+          }
+          if (req.body.find("\"stream\":true") == std::string::npos) {
+            co_return net::Response::text(200, body, "application/json");
+          }
+          co_return net::Response::stream([events](std::shared_ptr<net::SseStream> s) -> boost::asio::awaitable<void> {
+            for (const auto& e : events) s->push({.id = {}, .event = {}, .data = e, .retry_ms = {}});
+            s->push({.id = {}, .event = {}, .data = "[DONE]", .retry_ms = {}});
+            s->close(net::SseStream::State::finished);
+            co_return;
+          });
+        },
+        metrics_);
+    port_ = server_->start().at(0).port;
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~RawUpstream() {
+    io_.stop();
+    thread_.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  boost::asio::io_context io_{1};
+  core::Registry metrics_;
+  std::unique_ptr<net::HttpServer> server_;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+// A `usage` that is not an object (a provider bug, or a hostile upstream) must neither throw
+// in the accounting nor turn a good answer into a 500: the answer passes, nothing is counted.
+// Chat (whole and streamed) and embeddings.
+TEST(Ai, AnUpstreamUsageThatIsNotAnObjectIsIgnoredNotA500) {
+  RawUpstream up(
+      R"({"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,)"
+      R"("message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}],"usage":"lots"})",
+      {R"({"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,)"
+       R"("delta":{"content":"fi"},"finish_reason":null}]})",
+       R"({"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,)"
+       R"("delta":{"content":"ne"},"finish_reason":"stop"}]})",
+       R"({"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":7})"});
+  Agentd d(up.url(), ai_yaml("  models:\n    - {name: fast, targets: [oai/gpt-4o-mini]}\n"));
+  auto r = post(d.port(), "/v1/chat/completions", chat_body("fast"));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "fine");
+  auto e = post(d.port(), "/v1/embeddings", {{"model", "oai/text-embedding-3-small"}, {"input", "x"}});
+  ASSERT_TRUE(e);
+  ASSERT_EQ(e->status, 200) << e->body;
+  EXPECT_EQ(json::parse(e->body)["data"][0]["embedding"][0], 0.5);
+  auto body = chat_body("fast", "hi", true);
+  body["stream_options"] = {{"include_usage", true}};
+  auto s = post(d.port(), "/v1/chat/completions", body);
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->status, 200) << s->body;
+  auto data = data_lines(s->body);
+  EXPECT_EQ(stream_text(data), "fine");
+  ASSERT_FALSE(data.empty());
+  EXPECT_EQ(data.back(), "[DONE]");
+  // No call counted tokens from the bad usage, and all three were counted as answered (the
+  // stream when it ended, which may be just after its last byte reached us).
+  std::string m;
+  for (int i = 0; i < 100; ++i) {
+    m = d.metrics();
+    if (m.find("agentd_ai_requests_total{outcome=\"ok\"} 3") != std::string::npos) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(m.find("agentd_ai_tokens_total{target=\"oai/gpt-4o-mini\""), std::string::npos) << m;
+  EXPECT_NE(m.find("agentd_ai_requests_total{outcome=\"ok\"} 3"), std::string::npos) << m;
 }
 
 }  // namespace

@@ -29,6 +29,9 @@ struct CallContext {
   std::string client;      // authenticated client name ("" for internal callers)
   std::string request_id;  // for logs
   bool no_cache = false;   // bypass the response cache for this call
+  // The caller reads a stream's chunks with next() (DOMs), not next_text(): each upstream
+  // chunk is then parsed once into its DOM instead of scanned, spliced as text and parsed again.
+  bool dom_chunks = false;
 };
 
 // What happened on a call: response headers, logs and accounting.
