@@ -5,11 +5,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
 
-#include <malloc.h>
 #include <unistd.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -397,11 +395,6 @@ int run(const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // glibc gives each thread that allocates its own malloc arena, and the blocking pool's
-  // threads each kept ~600 KB resident in theirs (3.7 MB of a 26 MB process after a load
-  // run). Two arenas: the loop thread's and one the pool's threads share. MALLOC_ARENA_MAX in
-  // the environment still decides when it is set.
-  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   Args args;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
