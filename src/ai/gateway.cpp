@@ -807,8 +807,9 @@ class GatewayImpl final : public Gateway {
     return "other";
   }
 
-  // A target's metric series, looked up in the registry once (by name and labels, under its
-  // lock) instead of on every request.
+  // A target's metric series, each looked up in the registry (by name and labels, under its
+  // lock) the first time it is used instead of on every request; a series is created only
+  // when it gets a value, as before.
   struct TargetMetrics {
     TargetMetrics(core::Registry& r, std::string l) : reg(r), label(std::move(l)) {}
     core::Registry& reg;
@@ -820,42 +821,41 @@ class GatewayImpl final : public Gateway {
     core::Counter* spend_ = nullptr;
     std::map<std::string, core::Counter*, std::less<>> attempts_;
 
+    template <class T, class Make>
+    static T& once(T*& slot, Make make) {
+      if (!slot) slot = &make();
+      return *slot;
+    }
     core::Histogram& latency() {
-      if (!latency_) {
-        latency_ = &reg.histogram("agentd_ai_upstream_latency_seconds",
-                                  "Time for a whole non-streaming upstream answer, by target",
-                                  core::latency_buckets(), {{"target", label}});
-      }
-      return *latency_;
+      return once(latency_, [&]() -> auto& {
+        return reg.histogram("agentd_ai_upstream_latency_seconds",
+                             "Time for a whole non-streaming upstream answer, by target",
+                             core::latency_buckets(), {{"target", label}});
+      });
     }
     core::Histogram& ttft() {
-      if (!ttft_) {
-        ttft_ = &reg.histogram("agentd_ai_time_to_first_token_seconds",
-                               "Time from the upstream call to the first token, by target",
-                               core::latency_buckets(), {{"target", label}});
-      }
-      return *ttft_;
+      return once(ttft_, [&]() -> auto& {
+        return reg.histogram("agentd_ai_time_to_first_token_seconds",
+                             "Time from the upstream call to the first token, by target",
+                             core::latency_buckets(), {{"target", label}});
+      });
     }
     core::Gauge& breaker() {
-      if (!breaker_) {
-        breaker_ = &reg.gauge("agentd_ai_breaker_open", "1 while a target's circuit breaker is open",
-                              {{"target", label}});
-      }
-      return *breaker_;
+      return once(breaker_, [&]() -> auto& {
+        return reg.gauge("agentd_ai_breaker_open", "1 while a target's circuit breaker is open",
+                         {{"target", label}});
+      });
     }
     core::Counter& tokens(int completion) {
-      auto& c = tokens_[completion];
-      if (!c) {
-        c = &reg.counter("agentd_ai_tokens_total", "Tokens by target and kind",
-                         {{"target", label}, {"kind", completion ? "completion_tokens" : "prompt_tokens"}});
-      }
-      return *c;
+      return once(tokens_[completion], [&]() -> auto& {
+        return reg.counter("agentd_ai_tokens_total", "Tokens by target and kind",
+                           {{"target", label}, {"kind", completion ? "completion_tokens" : "prompt_tokens"}});
+      });
     }
     core::Counter& spend() {
-      if (!spend_) {
-        spend_ = &reg.counter("agentd_ai_spend_usd_total", "Estimated spend by target", {{"target", label}});
-      }
-      return *spend_;
+      return once(spend_, [&]() -> auto& {
+        return reg.counter("agentd_ai_spend_usd_total", "Estimated spend by target", {{"target", label}});
+      });
     }
     core::Counter& attempts(std::string_view outcome) {
       auto it = attempts_.find(outcome);
@@ -868,13 +868,13 @@ class GatewayImpl final : public Gateway {
     }
   };
 
+  // By provider, then model: found without building the "provider/model" label per call.
   TargetMetrics& target_metrics(const std::string& provider, const std::string& model) {
-    std::string label = provider + "/" + model;
-    auto it = target_metrics_.find(label);
-    if (it == target_metrics_.end()) {
-      it = target_metrics_.try_emplace(label, metrics_, label).first;
-    }
-    return it->second;
+    auto p = target_metrics_.find(provider);
+    if (p == target_metrics_.end()) p = target_metrics_.try_emplace(provider).first;
+    auto m = p->second.find(model);
+    if (m == p->second.end()) m = p->second.try_emplace(model, metrics_, provider + "/" + model).first;
+    return m->second;
   }
   TargetMetrics& target_metrics(const Target& t) { return target_metrics(t.provider, t.model); }
 
@@ -1105,7 +1105,7 @@ class GatewayImpl final : public Gateway {
   Limiter limiter_;
   std::map<std::string, Provider, std::less<>> providers_;
   std::mt19937 rng_;
-  std::map<std::string, TargetMetrics, std::less<>> target_metrics_;
+  std::map<std::string, std::map<std::string, TargetMetrics, std::less<>>, std::less<>> target_metrics_;
   std::map<std::string, core::Counter*, std::less<>> requests_;
   std::map<std::string, core::Counter*, std::less<>> client_spend_;
   std::map<std::string, core::Counter*, std::less<>> cache_results_;
