@@ -39,6 +39,24 @@ constexpr std::size_t kSseCoalesceBytes = 64 * 1024;
 using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
+// Feeds what `buffer` already holds to `parser`, without I/O: up to the end of the headers when
+// `header_only`, else up to the end of the message. A request usually arrives whole in one read,
+// and a Beast read operation that needs no I/O still posts its completion (a turn of the loop
+// each: two per request for the headers and the body). Leaves `ec` empty when the parser simply
+// needs more bytes; the caller then reads with Beast as before.
+void parse_buffered(http::request_parser<http::string_body>& parser, beast::flat_buffer& buffer,
+                    bool header_only, boost::system::error_code& ec) {
+  while (buffer.size() > 0 && !parser.is_done() && !(header_only && parser.is_header_done())) {
+    auto used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == http::error::need_more) {
+      ec = {};
+      return;
+    }
+    if (ec || used == 0) return;
+  }
+}
+
 // Per-connection state the server sees, for shutdown and for the handler deadline.
 //
 // The handler runs inside the session's own coroutine; its deadline is one timer per
@@ -419,7 +437,11 @@ class ServerImpl final : public HttpServer {
       parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
       parser.body_limit(config_.max_body_bytes);
       lowest.expires_after(config_.header_timeout);
-      auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
+      boost::system::error_code hec;
+      parse_buffered(parser, buffer, true, hec);
+      if (!hec && !parser.is_header_done()) {
+        std::tie(hec, std::ignore) = co_await http::async_read_header(stream, buffer, parser, kTuple);
+      }
       if (hec) {
         co_await on_read_error(stream, hec, remote);
         co_return false;
@@ -433,7 +455,11 @@ class ServerImpl final : public HttpServer {
       }
       if (!parser.is_done()) {
         lowest.expires_after(config_.body_timeout);
-        auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
+        boost::system::error_code bec;
+        parse_buffered(parser, buffer, false, bec);
+        if (!bec && !parser.is_done()) {
+          std::tie(bec, std::ignore) = co_await http::async_read(stream, buffer, parser, kTuple);
+        }
         if (bec) {
           co_await on_read_error(stream, bec, remote);
           co_return false;

@@ -1,6 +1,8 @@
 // Routing, authentication, errors, keep-alive, CORS and metrics over real sockets.
 #include <nlohmann/json.hpp>
 
+#include <thread>
+
 #include "component/fixture.hpp"
 
 namespace agentd::test {
@@ -151,6 +153,44 @@ TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   auto third = c->read_response();
   ASSERT_TRUE(third);
   EXPECT_EQ(third->status, 200);
+}
+
+// The server parses what one read brought without further I/O and reads on only when the
+// parser wants more: requests split inside the request line, a header, the blank line and the
+// body, with the next request's start riding on the previous body's last piece.
+TEST(Server, RequestsSplitAnywhereAndRunTogetherAreParsedWhole) {
+  TestServer s;
+  auto c = Connection::open(s.port());
+  ASSERT_TRUE(c);
+  auto h = auth();
+  h.emplace_back("Content-Type", "application/json");
+  std::string body1 = "{\"x\":1}\n";
+  std::string body2 = "{\"x\":\"second\"}\n";
+  auto h1 = h;
+  h1.emplace_back("Content-Length", std::to_string(body1.size()));
+  auto h2 = h;
+  h2.emplace_back("Content-Length", std::to_string(body2.size()));
+  std::string all = build_request("POST", "/echo", h1) + body1 + build_request("POST", "/echo", h2) + body2;
+  std::size_t first_end = all.find("\r\n\r\n") + 4 + body1.size();
+  // Cuts: in the request line, inside a header, before the blank line's last byte, in the
+  // body, and after the first request's end plus a few bytes of the second.
+  std::vector<std::size_t> cuts = {7, all.find("\r\n") + 9, all.find("\r\n\r\n") + 3,
+                                   all.find("\r\n\r\n") + 6, first_end + 12};
+  std::size_t at = 0;
+  for (auto cut : cuts) {
+    ASSERT_LT(at, cut);
+    ASSERT_TRUE(c->send(all.substr(at, cut - at)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    at = cut;
+  }
+  ASSERT_TRUE(c->send(all.substr(at)));
+  auto a = c->read_response();
+  auto b = c->read_response();
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->status, 200);
+  EXPECT_EQ(b->status, 200);
+  EXPECT_EQ(json::parse(a->body)["received"]["x"], 1);
+  EXPECT_EQ(json::parse(b->body)["received"]["x"], "second");
 }
 
 TEST(Server, HeadAnswersHeadersOnly) {
