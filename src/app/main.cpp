@@ -382,7 +382,7 @@ int run(const Args& args) {
       };
   signals.async_wait(on_signal);
 
-  io.run();
+  core::run_loop(io, config.server.busy_poll);
   // Database calls still on the pool (a recovery sweep, an abandoned run's step) finish before
   // the records they use are destroyed.
   blocking.stop();

@@ -1,4 +1,4 @@
-// Event-loop lag monitor.
+// Event-loop lag monitor and the loop runner.
 #include "agentd/core/runtime.hpp"
 
 #include <memory>
@@ -40,6 +40,26 @@ struct LagMonitor : std::enable_shared_from_this<LagMonitor> {
 void start_loop_lag_monitor(asio::io_context& io, Registry& registry,
                             std::chrono::milliseconds interval) {
   std::make_shared<LagMonitor>(io, registry, interval)->arm();
+}
+
+void run_loop(asio::io_context& io, std::chrono::microseconds busy_poll) {
+  if (busy_poll.count() <= 0) {
+    io.run();
+    return;
+  }
+  using clock = std::chrono::steady_clock;
+  auto last_work = clock::now();
+  while (!io.stopped()) {
+    if (io.poll() > 0) {
+      last_work = clock::now();
+      continue;
+    }
+    if (io.stopped()) break;
+    if (clock::now() - last_work < busy_poll) continue;
+    // Nothing for a while: block until the next handler.
+    if (io.run_one() == 0) break;
+    last_work = clock::now();
+  }
 }
 
 }  // namespace agentd::core

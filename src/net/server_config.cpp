@@ -126,6 +126,7 @@ ServerConfig parse_server_config(const core::ConfigNode& node) {
   }
 
   c.shutdown_grace = node.get_duration("shutdown_grace", c.shutdown_grace);
+  c.busy_poll = std::chrono::microseconds(node.get_int("busy_poll_us", 0, 0, 10'000));
 
   if (auto sse = node.get("sse")) {
     c.sse_keepalive = sse->get_duration("keepalive", c.sse_keepalive);

@@ -211,6 +211,10 @@ TEST(ServerSection, LimitsTimeoutsSseCors) {
   EXPECT_EQ(c.server.header_timeout.count(), 1000);
   EXPECT_EQ(c.server.idle_timeout.count(), 120'000);
   EXPECT_EQ(c.server.shutdown_grace.count(), 1500);
+  EXPECT_EQ(c.server.busy_poll.count(), 0);  // off unless asked for
+  EXPECT_EQ(parse("server: {busy_poll_us: 50}\n").server.busy_poll.count(), 50);
+  EXPECT_THAT(error_of("server: {busy_poll_us: 20000}\n"),
+              HasSubstr("server.busy_poll_us: must be between 0 and 10000"));
   EXPECT_EQ(c.server.sse_max_queued, 8u);
   EXPECT_EQ(c.server.cors.allow_origins.size(), 1u);
   EXPECT_THAT(error_of("server:\n  limits: {max_header_size: 10}\n"),

@@ -5,6 +5,10 @@
 #include <boost/asio/detached.hpp>
 #include <gtest/gtest.h>
 
+#include <time.h>
+
+#include <atomic>
+#include <functional>
 #include <thread>
 
 namespace agentd::core {
@@ -104,6 +108,63 @@ TEST(WithTimeout, TimesOutOrPassesTheValueThrough) {
       EXPECT_EQ(*r2, 7);
     }
   });
+}
+
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+TEST(RunLoop, BusyPollRunsWorkFromOtherThreadsAndReturnsWhenTheWorkIsDone) {
+  for (auto poll : {0us, 200us}) {
+    asio::io_context io(1);
+    std::atomic<int> ran{0};
+    // Work posted from another thread while the loop polls or sleeps, then a timer: run_loop
+    // returns once none is left, like io.run().
+    auto guard = asio::make_work_guard(io);
+    std::thread other([&] {
+      for (int i = 0; i < 100; ++i) {
+        asio::post(io, [&] { ++ran; });
+        if (i % 10 == 0) std::this_thread::sleep_for(1ms);
+      }
+      asio::post(io, [&] { guard.reset(); });
+    });
+    asio::steady_timer t(io, 20ms);
+    t.async_wait([&](boost::system::error_code) { ++ran; });
+    auto started = std::chrono::steady_clock::now();
+    run_loop(io, poll);
+    other.join();
+    EXPECT_EQ(ran.load(), 101) << "busy_poll " << poll.count() << "us";
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
+  }
+}
+
+TEST(RunLoop, BusyPollSleepsWhenIdleAndStopEndsIt) {
+  asio::io_context io(1);
+  int ticks = 0;
+  asio::steady_timer t(io);
+  std::function<void(boost::system::error_code)> tick = [&](boost::system::error_code) {
+    if (++ticks == 5) {
+      io.stop();
+      return;
+    }
+    t.expires_after(60ms);
+    t.async_wait(tick);
+  };
+  t.expires_after(60ms);
+  t.async_wait(tick);
+  auto cpu0 = thread_cpu_time();
+  auto started = std::chrono::steady_clock::now();
+  run_loop(io, 500us);
+  auto wall = std::chrono::steady_clock::now() - started;
+  auto cpu = thread_cpu_time() - cpu0;
+  EXPECT_EQ(ticks, 5);
+  EXPECT_TRUE(io.stopped());
+  // Five timer turns 60 ms apart: the loop polls for 0.5 ms after each and sleeps the rest.
+  // Spinning through the waits would cost about the whole 300 ms.
+  EXPECT_GE(wall, 280ms);
+  EXPECT_LT(cpu, 100ms) << "the loop spun while idle";
 }
 
 }  // namespace

@@ -92,4 +92,11 @@ asio::awaitable<Result<T>> with_timeout(asio::awaitable<T> op, std::chrono::mill
 void start_loop_lag_monitor(asio::io_context& io, Registry& registry,
                             std::chrono::milliseconds interval);
 
+// Runs `io` on the calling thread until it is stopped or out of work, like io.run(). With
+// `busy_poll` > 0, once handlers have run the thread keeps polling without blocking for up to
+// `busy_poll` before it sleeps in epoll_wait again: a reply or a next request arriving in that
+// window is picked up without the sleep and wake-up (on a VM, an interrupt to a halted vCPU).
+// It trades CPU while traffic flows for latency; an idle loop sleeps as before.
+void run_loop(asio::io_context& io, std::chrono::microseconds busy_poll);
+
 }  // namespace agentd::core

@@ -54,6 +54,8 @@ struct ServerConfig {
   milliseconds write_timeout{std::chrono::seconds(30)};
   milliseconds handler_timeout{std::chrono::minutes(5)};  // non-streaming routes
   milliseconds shutdown_grace{std::chrono::seconds(10)};
+  // The loop polls this long after its last handler before it sleeps (core::run_loop); 0: off.
+  std::chrono::microseconds busy_poll{0};
   milliseconds sse_keepalive{std::chrono::seconds(15)};
   std::size_t sse_max_queued = 1024;
   CorsConfig cors;
