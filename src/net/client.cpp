@@ -30,7 +30,9 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kPiece = 16 * 1024;
-constexpr std::size_t kHeadRoom = 4 * 1024;
+// Kept beyond a body of known length: the next answer's headers on this connection then fit in
+// the same first read as its body.
+constexpr std::size_t kHeadRoom = 1024;
 
 ClientError error(ClientError::Kind kind, std::string message, std::string phase = {}) {
   return ClientError{kind, std::move(phase), std::move(message)};
@@ -156,8 +158,8 @@ class StreamImpl final : public ClientStream {
     status_ = static_cast<int>(parser_->get().result_int());
     for (const auto& f : parser_->get()) headers_.add(f.name_string(), f.value());
     done_ = parser_->is_done();
-    // A body of unknown length (an event stream) may wait long between chunks: its
-    // connection does not hold the header read's room meanwhile (1,000 open streams).
+    // A body of unknown length (an event stream) may wait long between chunks: its connection
+    // does not hold the room an earlier answer's body left in its buffer (1,000 open streams).
     if (!done_ && !parser_->content_length() && conn_->buffer.capacity() > 1024) {
       conn_->buffer.shrink_to_fit();
     }
@@ -194,10 +196,11 @@ class StreamImpl final : public ClientStream {
       conn_->lowest().expires_at(deadline_.phase_end);
       // A body of known length is read in one go (up to kPiece), not in the 512-byte steps a
       // buffer with no spare room reads: each step is a system call and a turn of the loop.
+      // (An event stream has no length: it keeps the small buffer while it waits.)
       if (auto left = parser_->content_length_remaining(); left && *left > 0) {
         auto want = static_cast<std::size_t>(std::min<std::uint64_t>(*left, kPiece));
         auto& b = conn_->buffer;
-        if (b.capacity() - b.size() < want) b.reserve(b.size() + want);
+        if (b.capacity() - b.size() < want) b.reserve(b.size() + want + kHeadRoom);
       }
       auto& body = parser_->get().body();
       body.data = nullptr;
@@ -510,11 +513,6 @@ class ClientImpl final : public HttpClient {
     parser->body_limit(pool_->config.max_response_bytes);
     parser->header_limit(64 * 1024);
     if (req.method == "HEAD") parser->skip(true);
-    // Room for the headers and a short answer's whole body in one read (a stream gives the
-    // room back: see StreamImpl).
-    if (conn.buffer.capacity() - conn.buffer.size() < kHeadRoom) {
-      conn.buffer.reserve(conn.buffer.size() + kHeadRoom);
-    }
     for (;;) {
       auto [rec, rn] = co_await http::async_read_header(stream, conn.buffer, *parser, kTuple);
       if (rec) co_return from_ec(rec, deadline, url.origin());
