@@ -2,6 +2,9 @@
 # AI gateway overhead: the upstream direct, agentd in front of it and Portkey's open-source
 # gateway (@portkey-ai/gateway) in front of it, measured in one run against the same instant
 # local upstream (nginx returning a fixed ~1 KB chat completion, and a fixed SSE stream).
+# Two more entrants for reference: agentd with `server.busy_poll_us: 50` (its loop polls 50 µs
+# before it sleeps), and nginx with one worker as a plain reverse proxy (keep-alive upstream,
+# no buffering): the least one thread of a C proxy does per request on this machine.
 #
 #   max throughput     wrk -t2 -c64 -d${BENCH_SECONDS}s (post.lua: POST body + headers)
 #   latency, 1 conn    wrk -t1 -c1 -d${BENCH_SECONDS}s --latency (p50/p99); load generator pinned
@@ -137,6 +140,47 @@ nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" &
 nginx_pid=$!
 pids+=("$nginx_pid")
 
+# ---- nginx, one worker, as a reverse proxy in front of the upstream (reference) --------------
+proxy_port=$(free_port)
+mkdir -p "$tmp/proxy"
+{
+  [ "$(id -u)" -eq 0 ] && echo "user $(id -un) $(id -gn);"
+  cat <<EOF
+worker_processes 1;
+daemon off;
+pid $tmp/proxy/nginx.pid;
+error_log $tmp/proxy/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/proxy/body;
+  proxy_temp_path $tmp/proxy/proxy;
+  fastcgi_temp_path $tmp/proxy/fastcgi;
+  uwsgi_temp_path $tmp/proxy/uwsgi;
+  scgi_temp_path $tmp/proxy/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream up {
+    server 127.0.0.1:$nginx_port;
+    keepalive 256;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen 127.0.0.1:$proxy_port;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+} >"$tmp/proxy/nginx.conf"
+nginx -p "$tmp/proxy" -e "$tmp/proxy/error.log" -c "$tmp/proxy/nginx.conf" &
+proxy_pid=$!
+pids+=("$proxy_pid")
+
 # ---- agentd ---------------------------------------------------------------------------------
 agentd_port=$(free_port)
 slow_port=$(free_port)
@@ -158,6 +202,13 @@ EOF
 "$bin" -c "$tmp/agentd.yaml" >"$tmp/agentd.out" 2>"$tmp/agentd.err" &
 agentd_pid=$!
 pids+=("$agentd_pid")
+# The same with busy polling (server.busy_poll_us), on its own port and data dir.
+agentdbp_port=$(free_port)
+sed -e "s|127.0.0.1:$agentd_port|127.0.0.1:$agentdbp_port|" -e "s|$tmp/agentd-data|$tmp/agentdbp-data|" \
+  -e "s|^server:|server:\n  busy_poll_us: 50|" "$tmp/agentd.yaml" >"$tmp/agentdbp.yaml"
+"$bin" -c "$tmp/agentdbp.yaml" >"$tmp/agentdbp.out" 2>"$tmp/agentdbp.err" &
+agentdbp_pid=$!
+pids+=("$agentdbp_pid")
 
 # ---- Portkey --------------------------------------------------------------------------------
 portkey_port=$(free_port)
@@ -178,11 +229,16 @@ wait_port() {  # wait_port NAME PORT LOG
 }
 wait_port nginx "$nginx_port" "$tmp/nginx/error.log"
 wait_port agentd "$agentd_port" "$tmp/agentd.err"
+wait_port agentdbp "$agentdbp_port" "$tmp/agentdbp.err"
+wait_port nginx-proxy "$proxy_port" "$tmp/proxy/error.log"
 wait_port portkey "$portkey_port" "$tmp/portkey.out"
 
 direct_url=http://127.0.0.1:$nginx_port/v1/chat/completions
 direct_stream_url=http://127.0.0.1:$nginx_port/stream/v1/chat/completions
 agentd_url=http://127.0.0.1:$agentd_port/v1/chat/completions
+agentdbp_url=http://127.0.0.1:$agentdbp_port/v1/chat/completions
+proxy_url=http://127.0.0.1:$proxy_port/v1/chat/completions
+proxy_stream_url=http://127.0.0.1:$proxy_port/stream/v1/chat/completions
 portkey_url=http://127.0.0.1:$portkey_port/v1/chat/completions
 agentd_headers="Authorization: Bearer $token"
 portkey_headers=$'Authorization: Bearer x\nx-portkey-provider: openai\nx-portkey-custom-host: http://127.0.0.1:'$nginx_port/v1
@@ -195,6 +251,10 @@ target() {
     direct/stream) url=$direct_stream_url body=$tmp/stream-direct.json headers= ;;
     agentd/plain) url=$agentd_url body=$tmp/body-agentd.json headers=$agentd_headers ;;
     agentd/stream) url=$agentd_url body=$tmp/stream-agentd.json headers=$agentd_headers ;;
+    agentdbp/plain) url=$agentdbp_url body=$tmp/body-agentd.json headers=$agentd_headers ;;
+    agentdbp/stream) url=$agentdbp_url body=$tmp/stream-agentd.json headers=$agentd_headers ;;
+    proxy/plain) url=$proxy_url body=$tmp/body-direct.json headers= ;;
+    proxy/stream) url=$proxy_stream_url body=$tmp/stream-direct.json headers= ;;
     portkey/plain) url=$portkey_url body=$tmp/body-direct.json headers=$portkey_headers ;;
     portkey/stream) url=$portkey_url body=$tmp/stream-direct.json headers=$portkey_stream_headers ;;
   esac
@@ -207,8 +267,10 @@ header_args() {  # the lines of $headers as curl/loadgen -H arguments
   return 0
 }
 
+names=(direct proxy agentd agentdbp portkey)
+
 # ---- sanity: every path answers 200 with the expected body ----------------------------------
-for name in direct agentd portkey; do
+for name in "${names[@]}"; do
   for variant in plain stream; do
     target "$name" "$variant"
     header_args
@@ -291,7 +353,8 @@ pin() {  # pin on|off
   local p cpus="0-$(($(nproc) - 1))"
   [ "$pinning" = 1 ] || return 0
   [ "$1" = on ] && cpus=0
-  for p in "$nginx_pid" $(pgrep -P "$nginx_pid") "$agentd_pid" "$portkey_pid"; do
+  for p in "$nginx_pid" $(pgrep -P "$nginx_pid") "$proxy_pid" $(pgrep -P "$proxy_pid") \
+    "$agentd_pid" "$agentdbp_pid" "$portkey_pid"; do
     taskset -a -p -c "$cpus" "$p" >/dev/null
   done
   client_cpu=()
@@ -329,7 +392,7 @@ rate_run() {  # rate_run NAME: the open-loop fixed-rate run
   local name=$1 out capture=() k
   target "$name" plain
   header_args
-  [ "$name" = agentd ] && capture=(--capture x-agentd-overhead-us)
+  case $name in agentd*) capture=(--capture x-agentd-overhead-us) ;; esac
   out=$("${client_cpu[@]}" "$tmp/loadgen" --url "$url" --rate "$rate" --duration "$secs" --warmup 2 \
     --connections 64 --body-file "$body" "${hargs[@]}" "${capture[@]}")
   echo "$out" >"$tmp/loadgen-$name.txt"
@@ -354,22 +417,22 @@ mem() {  # mem PID FIELD → MB, summed over the process and its children
 
 echo "== agentd: $provenance; $(nproc) cores, ${secs}s per run; nginx $(nginx -v 2>&1 | sed 's/.*\///'), Portkey $(node -p "require('$here/node_modules/@portkey-ai/gateway/package.json').version"), Node $(node --version)"
 # Warm every path (connection pools, JIT) before the measured runs.
-for name in direct agentd portkey; do
+for name in "${names[@]}"; do
   target "$name" plain
   BENCH_BODY_FILE=$body BENCH_HEADERS=$headers wrk -t1 -c8 -d2s -s "$here/post.lua" "$url" >/dev/null
 done
 echo "-- throughput, wrk -t2 -c64, unpinned"
-for name in direct agentd portkey; do measured wrk_run "$name" plain c64 2 64; done
-for name in direct agentd portkey; do measured wrk_run "$name" stream c64 2 64; done
+for name in "${names[@]}"; do measured wrk_run "$name" plain c64 2 64; done
+for name in "${names[@]}"; do measured wrk_run "$name" stream c64 2 64; done
 pin on
 echo "-- latency, load generator on CPU 1, servers on CPU 0 (pinning: $pinning)"
-for name in direct agentd portkey; do measured wrk_run "$name" plain c1 1 1; done
-for name in direct agentd portkey; do measured rate_run "$name"; done
-for name in direct agentd portkey; do measured wrk_run "$name" stream c1 1 1; done
+for name in "${names[@]}"; do measured wrk_run "$name" plain c1 1 1; done
+for name in "${names[@]}"; do measured rate_run "$name"; done
+for name in "${names[@]}"; do measured wrk_run "$name" stream c1 1 1; done
 pin off
 echo "-- latency, one connection, unpinned (reference)"
-for name in direct agentd portkey; do measured wrk_run "$name" plain c1u 1 1; done
-for name in direct agentd portkey; do
+for name in "${names[@]}"; do measured wrk_run "$name" plain c1u 1 1; done
+for name in "${names[@]}"; do
   pid_var=${name}_pid
   [ "$name" = direct ] && pid_var=nginx_pid
   R[$name.hwm]=$(mem "${!pid_var}" VmHWM)
@@ -444,7 +507,15 @@ rate_pair() {
     echo "$(fmt_us "${R[$1.rate.p50_us]}") / $(fmt_us "${R[$1.rate.p99_us]}")"
   fi
 }
-label() { case $1 in direct) echo "direct (nginx)" ;; agentd) echo agentd ;; portkey) echo Portkey ;; esac; }
+label() {
+  case $1 in
+    direct) echo "direct (nginx)" ;;
+    proxy) echo "nginx, 1 worker, as a reverse proxy (reference)" ;;
+    agentd) echo agentd ;;
+    agentdbp) echo "agentd, busy_poll_us: 50" ;;
+    portkey) echo Portkey ;;
+  esac
+}
 
 rps_ratio_direct=$(ratio "${R[agentd.plain.c64.rps]}" "${R[direct.plain.c64.rps]}")
 rps_ratio_portkey=$(ratio "${R[agentd.plain.c64.rps]}" "${R[portkey.plain.c64.rps]}")
@@ -464,7 +535,7 @@ done
   echo
   echo "| | req/s, wrk -c64 | p50 / p99, 1 connection | p50 / p99 at $(fmt_n "$rate") req/s | p50 / p99, 1 connection, unpinned | RSS after the runs (peak) |"
   echo "|---|---|---|---|---|---|"
-  for name in direct agentd portkey; do
+  for name in "${names[@]}"; do
     echo "| $(label $name) | $(fmt_n "${R[$name.plain.c64.rps]}") | $(pair "$name.plain.c1") | $(rate_pair "$name") | $(pair "$name.plain.c1u") | ${R[$name.rss]} MB (${R[$name.hwm]} MB) |"
   done
   echo
@@ -472,7 +543,7 @@ done
   echo
   echo "| | req/s, wrk -c64 | p50 / p99, 1 connection |"
   echo "|---|---|---|"
-  for name in direct agentd portkey; do
+  for name in "${names[@]}"; do
     echo "| $(label $name) | $(fmt_n "${R[$name.stream.c64.rps]}") | $(pair "$name.stream.c1") |"
   done
   echo
@@ -481,6 +552,8 @@ done
   echo "- agentd / direct throughput: $rps_ratio_direct (streaming: $(ratio "${R[agentd.stream.c64.rps]}" "${R[direct.stream.c64.rps]}"))"
   echo "- agentd / Portkey throughput: $rps_ratio_portkey (streaming: $(ratio "${R[agentd.stream.c64.rps]}" "${R[portkey.stream.c64.rps]}"))"
   echo "- added latency, agentd minus direct: 1 connection p50 $add_c1_p50 µs, p99 $add_c1_p99 µs; at $(fmt_n "$rate") req/s p50 $add_rate_p50 µs, p99 $add_rate_p99 µs; 1 connection unpinned p50 $(minus "${R[agentd.plain.c1u.p50]}" "${R[direct.plain.c1u.p50]}") µs, p99 $(minus "${R[agentd.plain.c1u.p99]}" "${R[direct.plain.c1u.p99]}") µs; streaming, 1 connection p50 $(minus "${R[agentd.stream.c1.p50]}" "${R[direct.stream.c1.p50]}") µs"
+  echo "- agentd with busy_poll_us: 50 / direct throughput: $(ratio "${R[agentdbp.plain.c64.rps]}" "${R[direct.plain.c64.rps]}"); added latency at 1 connection p50 $(minus "${R[agentdbp.plain.c1.p50]}" "${R[direct.plain.c1.p50]}") µs, p99 $(minus "${R[agentdbp.plain.c1.p99]}" "${R[direct.plain.c1.p99]}") µs; at $(fmt_n "$rate") req/s p50 $(minus "${R[agentdbp.rate.p50_us]}" "${R[direct.rate.p50_us]}") µs, p99 $(minus "${R[agentdbp.rate.p99_us]}" "${R[direct.rate.p99_us]}") µs"
+  echo "- reference, nginx with one worker as a reverse proxy: $(ratio "${R[proxy.plain.c64.rps]}" "${R[direct.plain.c64.rps]}") of direct throughput, $(ratio "${R[proxy.plain.c64.rps]}" "${R[portkey.plain.c64.rps]}")× Portkey's; added latency at 1 connection p50 $(minus "${R[proxy.plain.c1.p50]}" "${R[direct.plain.c1.p50]}") µs, p99 $(minus "${R[proxy.plain.c1.p99]}" "${R[direct.plain.c1.p99]}") µs; agentd did $(ratio "${R[agentd.plain.c64.rps]}" "${R[proxy.plain.c64.rps]}") of its throughput"
   echo "- added latency, Portkey minus direct: 1 connection p50 $(minus "${R[portkey.plain.c1.p50]}" "${R[direct.plain.c1.p50]}") µs, p99 $(minus "${R[portkey.plain.c1.p99]}" "${R[direct.plain.c1.p99]}") µs"
   echo "- agentd's own x-agentd-overhead-us at $(fmt_n "$rate") req/s: median ${R[agentd.rate.capture_p50]:-?} µs, p99 ${R[agentd.rate.capture_p99]:-?} µs"
   echo "- agentd with $nstreams concurrent streams open: VmRSS ${R[streams.rss]} MB (highest while held; ${R[streams.before]} MB before, VmHWM ${R[streams.hwm]} MB, ${R[streams.fds]} open fds); ${R[streams.opened]} opened, ${R[streams.completed]} completed with [DONE], ${R[streams.errors]} errors"
@@ -489,13 +562,32 @@ done
   echo
   echo "### Targets"
   echo
-  echo "| target | measured | |"
-  echo "|---|---|---|"
-  echo "| agentd ≥ 40% of direct req/s (c64) | $(awk -v r="$rps_ratio_direct" 'BEGIN {printf "%.1f%%", r * 100}') | $(verdict "$rps_ratio_direct >= 0.40") |"
-  echo "| agentd ≥ 30× Portkey req/s (c64) | ${rps_ratio_portkey}× | $(verdict "$rps_ratio_portkey >= 30") |"
-  echo "| added p50 ≤ 100 µs (1 connection / $(fmt_n "$rate") req/s) | $add_c1_p50 µs / $add_rate_p50 µs | $(verdict "$add_c1_p50 <= 100 && $add_rate_p50 <= 100 && ${R[agentd.rate.saturated]} == 0") |"
-  echo "| added p99 ≤ 1 ms (1 connection / $(fmt_n "$rate") req/s) | $add_c1_p99 µs / $add_rate_p99 µs | $(verdict "$add_c1_p99 <= 1000 && $add_rate_p99 <= 1000 && ${R[agentd.rate.saturated]} == 0") |"
-  echo "| RSS < 50 MB with $nstreams streams | ${R[streams.rss]} MB (${R[streams.opened]} open) | $(verdict "${R[streams.rss]} < 50 && ${R[streams.opened]} == $nstreams && ${R[streams.errors]} == 0") |"
+  # verdicts NAME: the five target rows' "measured | verdict" cells for one agentd entrant
+  cells() {
+    local n=$1 rd rp a50 a99 r50 r99 sat=${R[$1.rate.saturated]}
+    rd=$(ratio "${R[$n.plain.c64.rps]}" "${R[direct.plain.c64.rps]}")
+    rp=$(ratio "${R[$n.plain.c64.rps]}" "${R[portkey.plain.c64.rps]}")
+    a50=$(minus "${R[$n.plain.c1.p50]}" "${R[direct.plain.c1.p50]}")
+    a99=$(minus "${R[$n.plain.c1.p99]}" "${R[direct.plain.c1.p99]}")
+    r50=$(minus "${R[$n.rate.p50_us]}" "${R[direct.rate.p50_us]}")
+    r99=$(minus "${R[$n.rate.p99_us]}" "${R[direct.rate.p99_us]}")
+    C[1]="$(awk -v r="$rd" 'BEGIN {printf "%.1f%%", r * 100}') | $(verdict "$rd >= 0.40")"
+    C[2]="${rp}× | $(verdict "$rp >= 30")"
+    C[3]="$a50 µs / $r50 µs | $(verdict "$a50 <= 100 && $r50 <= 100 && $sat == 0")"
+    C[4]="$a99 µs / $r99 µs | $(verdict "$a99 <= 1000 && $r99 <= 1000 && $sat == 0")"
+  }
+  declare -A C
+  cells agentd
+  declare -A D
+  for i in 1 2 3 4; do D[$i]=${C[$i]}; done
+  cells agentdbp
+  echo "| target | agentd | | agentd, busy_poll_us: 50 | |"
+  echo "|---|---|---|---|---|"
+  echo "| agentd ≥ 40% of direct req/s (c64) | ${D[1]} | ${C[1]} |"
+  echo "| agentd ≥ 30× Portkey req/s (c64) | ${D[2]} | ${C[2]} |"
+  echo "| added p50 ≤ 100 µs (1 connection / $(fmt_n "$rate") req/s) | ${D[3]} | ${C[3]} |"
+  echo "| added p99 ≤ 1 ms (1 connection / $(fmt_n "$rate") req/s) | ${D[4]} | ${C[4]} |"
+  echo "| RSS < 50 MB with $nstreams streams | ${R[streams.rss]} MB (${R[streams.opened]} open) | $(verdict "${R[streams.rss]} < 50 && ${R[streams.opened]} == $nstreams && ${R[streams.errors]} == 0") | (not measured) | |"
   if [ "$profile" = 1 ]; then
     echo
     echo "### perf: agentd under wrk -t2 -c64 ($(awk '/Requests\/sec/ {printf "%.0f", $2}' "$tmp/wrk-profile.txt") req/s while recorded)"
