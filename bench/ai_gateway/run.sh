@@ -102,26 +102,39 @@ printf '{"model":"up/gpt-4o-mini",%s}' "$messages" >"$tmp/body-agentd.json"
 printf '{"model":"gpt-4o-mini","stream":true,%s}' "$messages" >"$tmp/stream-direct.json"
 printf '{"model":"ups/gpt-4o-mini","stream":true,%s}' "$messages" >"$tmp/stream-agentd.json"
 
-# ---- nginx: the instant upstream ------------------------------------------------------------
-nginx_port=$(free_port)
-mkdir -p "$tmp/nginx"
-{
-  [ "$(id -u)" -eq 0 ] && echo "user $(id -un) $(id -gn);"
-  cat <<EOF
-worker_processes auto;
+# ---- nginx: the instant upstream, and one worker as a reverse proxy (reference) -------------
+# nginx_start DIR WORKERS < SERVER-BLOCKS: writes DIR/nginx.conf (the common part, then the
+# server blocks read from stdin) and starts nginx on it; sets started_pid.
+nginx_start() {
+  local dir=$1
+  mkdir -p "$dir"
+  {
+    [ "$(id -u)" -eq 0 ] && echo "user $(id -un) $(id -gn);"
+    cat <<EOF
+worker_processes $2;
 daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 8192; }
 http {
   access_log off;
-  client_body_temp_path $tmp/nginx/body;
-  proxy_temp_path $tmp/nginx/proxy;
-  fastcgi_temp_path $tmp/nginx/fastcgi;
-  uwsgi_temp_path $tmp/nginx/uwsgi;
-  scgi_temp_path $tmp/nginx/scgi;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
   keepalive_requests 100000000;
   keepalive_timeout 300s;
+EOF
+    cat
+    echo "}"
+  } >"$dir/nginx.conf"
+  nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
+  started_pid=$!
+  pids+=("$started_pid")
+}
+nginx_port=$(free_port)
+nginx_start "$tmp/nginx" auto <<EOF
   server {
     listen 127.0.0.1:$nginx_port;
     location = /v1/chat/completions {
@@ -133,33 +146,10 @@ http {
       return 200 '$sse';
     }
   }
-}
 EOF
-} >"$tmp/nginx/nginx.conf"
-nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" &
-nginx_pid=$!
-pids+=("$nginx_pid")
-
-# ---- nginx, one worker, as a reverse proxy in front of the upstream (reference) --------------
+nginx_pid=$started_pid
 proxy_port=$(free_port)
-mkdir -p "$tmp/proxy"
-{
-  [ "$(id -u)" -eq 0 ] && echo "user $(id -un) $(id -gn);"
-  cat <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/proxy/nginx.pid;
-error_log $tmp/proxy/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/proxy/body;
-  proxy_temp_path $tmp/proxy/proxy;
-  fastcgi_temp_path $tmp/proxy/fastcgi;
-  uwsgi_temp_path $tmp/proxy/uwsgi;
-  scgi_temp_path $tmp/proxy/scgi;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
+nginx_start "$tmp/proxy" 1 <<EOF
   upstream up {
     server 127.0.0.1:$nginx_port;
     keepalive 256;
@@ -174,12 +164,8 @@ http {
       proxy_buffering off;
     }
   }
-}
 EOF
-} >"$tmp/proxy/nginx.conf"
-nginx -p "$tmp/proxy" -e "$tmp/proxy/error.log" -c "$tmp/proxy/nginx.conf" &
-proxy_pid=$!
-pids+=("$proxy_pid")
+proxy_pid=$started_pid
 
 # ---- agentd ---------------------------------------------------------------------------------
 agentd_port=$(free_port)
