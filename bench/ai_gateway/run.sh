@@ -503,12 +503,22 @@ label() {
   esac
 }
 
-rps_ratio_direct=$(ratio "${R[agentd.plain.c64.rps]}" "${R[direct.plain.c64.rps]}")
-rps_ratio_portkey=$(ratio "${R[agentd.plain.c64.rps]}" "${R[portkey.plain.c64.rps]}")
-add_c1_p50=$(minus "${R[agentd.plain.c1.p50]}" "${R[direct.plain.c1.p50]}")
-add_c1_p99=$(minus "${R[agentd.plain.c1.p99]}" "${R[direct.plain.c1.p99]}")
-add_rate_p50=$(minus "${R[agentd.rate.p50_us]}" "${R[direct.rate.p50_us]}")
-add_rate_p99=$(minus "${R[agentd.rate.p99_us]}" "${R[direct.rate.p99_us]}")
+# derived NAME: V[rd], V[rp] (throughput over direct's and Portkey's), V[a50], V[a99] (added
+# latency at one connection), V[r50], V[r99] (added at the fixed rate), V[sat] for one entrant.
+declare -A V
+derived() {
+  local n=$1
+  V[rd]=$(ratio "${R[$n.plain.c64.rps]}" "${R[direct.plain.c64.rps]}")
+  V[rp]=$(ratio "${R[$n.plain.c64.rps]}" "${R[portkey.plain.c64.rps]}")
+  V[a50]=$(minus "${R[$n.plain.c1.p50]}" "${R[direct.plain.c1.p50]}")
+  V[a99]=$(minus "${R[$n.plain.c1.p99]}" "${R[direct.plain.c1.p99]}")
+  V[r50]=$(minus "${R[$n.rate.p50_us]}" "${R[direct.rate.p50_us]}")
+  V[r99]=$(minus "${R[$n.rate.p99_us]}" "${R[direct.rate.p99_us]}")
+  V[sat]=${R[$n.rate.saturated]}
+}
+derived agentd
+rps_ratio_direct=${V[rd]} rps_ratio_portkey=${V[rp]}
+add_c1_p50=${V[a50]} add_c1_p99=${V[a99]} add_rate_p50=${V[r50]} add_rate_p99=${V[r99]}
 errors_total=0
 for k in "${!R[@]}"; do
   case "$k" in *.bad | *.rate.errors | *.rate.non2xx) errors_total=$((errors_total + ${R[$k]:-0})) ;; esac
@@ -548,19 +558,13 @@ done
   echo
   echo "### Targets"
   echo
-  # verdicts NAME: the five target rows' "measured | verdict" cells for one agentd entrant
+  # cells NAME: the first four target rows' "measured | verdict" cells for one agentd entrant
   cells() {
-    local n=$1 rd rp a50 a99 r50 r99 sat=${R[$1.rate.saturated]}
-    rd=$(ratio "${R[$n.plain.c64.rps]}" "${R[direct.plain.c64.rps]}")
-    rp=$(ratio "${R[$n.plain.c64.rps]}" "${R[portkey.plain.c64.rps]}")
-    a50=$(minus "${R[$n.plain.c1.p50]}" "${R[direct.plain.c1.p50]}")
-    a99=$(minus "${R[$n.plain.c1.p99]}" "${R[direct.plain.c1.p99]}")
-    r50=$(minus "${R[$n.rate.p50_us]}" "${R[direct.rate.p50_us]}")
-    r99=$(minus "${R[$n.rate.p99_us]}" "${R[direct.rate.p99_us]}")
-    C[1]="$(awk -v r="$rd" 'BEGIN {printf "%.1f%%", r * 100}') | $(verdict "$rd >= 0.40")"
-    C[2]="${rp}× | $(verdict "$rp >= 30")"
-    C[3]="$a50 µs / $r50 µs | $(verdict "$a50 <= 100 && $r50 <= 100 && $sat == 0")"
-    C[4]="$a99 µs / $r99 µs | $(verdict "$a99 <= 1000 && $r99 <= 1000 && $sat == 0")"
+    derived "$1"
+    C[1]="$(awk -v r="${V[rd]}" 'BEGIN {printf "%.1f%%", r * 100}') | $(verdict "${V[rd]} >= 0.40")"
+    C[2]="${V[rp]}× | $(verdict "${V[rp]} >= 30")"
+    C[3]="${V[a50]} µs / ${V[r50]} µs | $(verdict "${V[a50]} <= 100 && ${V[r50]} <= 100 && ${V[sat]} == 0")"
+    C[4]="${V[a99]} µs / ${V[r99]} µs | $(verdict "${V[a99]} <= 1000 && ${V[r99]} <= 1000 && ${V[sat]} == 0")"
   }
   declare -A C
   cells agentd
